@@ -1,0 +1,281 @@
+//! The admin API, behind a bearer token: settings, sessions, audit log.
+//! Without a configured token every admin route answers 404 `admin_disabled`.
+
+use std::sync::RwLock;
+
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::policy::{self, heartbeat_interval_ms, EndReason, Policy, SessionStatus, DEFAULT_TIMEOUT_S};
+use crate::routes::{read_json_body, resource, AppState};
+use crate::sessions::{PrefixError, Sessions};
+use crate::store::{Store, StoreError};
+
+/// The setting ERP administrators know from the add-on we replace.
+pub const TIMEOUT_KEY: &str = "activity_session_timeout_key";
+pub const LIFETIME_KEY: &str = "absolute_lifetime_s";
+
+/// The settings as configured (raw strings, possibly invalid).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Configured {
+    pub timeout: Option<String>,
+    pub lifetime: Option<String>,
+}
+
+impl Configured {
+    /// The policy these values give, with a warning for each invalid one.
+    pub fn effective(&self) -> (Policy, Vec<String>) {
+        let mut warnings = Vec::new();
+        let (timeout, err) = policy::effective_timeout(self.timeout.as_deref());
+        if let Some(e) = err {
+            warnings.push(format!("{TIMEOUT_KEY} is invalid ({e}); using {DEFAULT_TIMEOUT_S} s"));
+        }
+        let lifetime = match self.lifetime.as_deref().map(policy::parse_lifetime) {
+            None => None,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                warnings.push(format!("{LIFETIME_KEY} is invalid ({e}); absolute lifetime is off"));
+                None
+            }
+        };
+        (Policy::new(timeout, lifetime), warnings)
+    }
+}
+
+pub struct AdminState {
+    token_hash: Option<[u8; 32]>,
+    pub configured: RwLock<Configured>,
+}
+
+impl AdminState {
+    pub fn new(token: Option<&str>, configured: Configured) -> AdminState {
+        AdminState { token_hash: token.map(|t| Sha256::digest(t.as_bytes()).into()), configured: RwLock::new(configured) }
+    }
+
+    /// Applies the configured values to the store's live policy, logging a
+    /// warning for each invalid one.
+    pub fn apply(&self, store: &Store) {
+        let configured = self.configured.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (policy, warnings) = configured.effective();
+        for w in warnings {
+            log::warn!("{w}");
+        }
+        store.set_policy(policy);
+    }
+
+    /// Checks the bearer token in constant time (both sides hashed first, so
+    /// neither the length nor the content leaks through timing).
+    fn authorize(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        let Some(want) = &self.token_hash else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "admin_disabled",
+                "the admin API is off: start the server with SESSION_TIMEOUT_ADMIN_TOKEN or --admin-token-file",
+            ));
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "admin_token_missing", "send `Authorization: Bearer <admin token>`"))?;
+        let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        if bool::from(given.ct_eq(want)) {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "admin_token_wrong", "the admin token is wrong"))
+        }
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/api/v1/admin/settings", Method::GET, get_settings))
+        .service(
+            web::resource("/api/v1/admin/settings")
+                .route(web::put().to(put_settings))
+                .route(web::patch().to(put_settings)),
+        )
+        .service(resource("/api/v1/admin/sessions", Method::GET, list_sessions))
+        .service(resource("/api/v1/admin/sessions/{prefix}/revoke", Method::POST, revoke))
+        .service(resource("/api/v1/admin/audit", Method::GET, audit));
+}
+
+fn settings_body(st: &AppState) -> serde_json::Value {
+    let configured = st.admin.configured.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let (policy, warnings) = configured.effective();
+    serde_json::json!({
+        TIMEOUT_KEY: {
+            "configured": configured.timeout,
+            "effective": policy.timeout_s(),
+            "valid": configured.timeout.as_deref().map_or(true, |t| policy::parse_timeout(t).is_ok()),
+        },
+        LIFETIME_KEY: {
+            "configured": configured.lifetime,
+            "effective": policy.absolute_lifetime_ms.map_or(0, |ms| ms / 1000),
+            "valid": configured.lifetime.as_deref().map_or(true, |t| policy::parse_lifetime(t).is_ok()),
+        },
+        "heartbeat_interval_ms": heartbeat_interval_ms(policy.timeout_ms),
+        "warnings": warnings,
+    })
+}
+
+async fn get_settings(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    st.admin.authorize(&req)?;
+    Ok(HttpResponse::Ok().json(settings_body(&st)))
+}
+
+/// A settings value may be sent as a JSON string or integer.
+fn setting_text(name: &str, v: &serde_json::Value) -> Result<String, ApiError> {
+    match v {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(ApiError::bad_request("invalid_setting", format!("`{name}` must be a string or an integer, got {other}"))),
+    }
+}
+
+/// Validates and stores settings; the new policy applies to the next request.
+pub async fn change_settings(st: &AppState, changes: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+    if changes.is_empty() {
+        return Err(ApiError::bad_request("invalid_setting", format!("nothing to change: send {{\"{TIMEOUT_KEY}\": seconds}}")));
+    }
+    let mut validated = Vec::new();
+    for (name, v) in changes {
+        let text = setting_text(name, v)?;
+        let check = match name.as_str() {
+            TIMEOUT_KEY => policy::parse_timeout(&text).map(|_| ()),
+            LIFETIME_KEY => policy::parse_lifetime(&text).map(|_| ()),
+            other => {
+                return Err(ApiError::bad_request(
+                    "unknown_setting",
+                    format!("unknown setting `{other}` (known: {TIMEOUT_KEY}, {LIFETIME_KEY})"),
+                ))
+            }
+        };
+        check.map_err(|e| ApiError::bad_request("invalid_setting", format!("`{name}`: {e}")))?;
+        validated.push((name.clone(), text.trim().to_string()));
+    }
+    for (name, text) in validated {
+        let old = {
+            let c = st.admin.configured.read().unwrap_or_else(|e| e.into_inner());
+            if name == TIMEOUT_KEY { c.timeout.clone() } else { c.lifetime.clone() }
+        };
+        let detail = format!("{name}: {} -> {text}", old.as_deref().unwrap_or("(unset)"));
+        st.sessions.store.set_setting(&name, &text, &detail).await.map_err(ApiError::storage)?;
+        {
+            let mut c = st.admin.configured.write().unwrap_or_else(|e| e.into_inner());
+            if name == TIMEOUT_KEY { c.timeout = Some(text) } else { c.lifetime = Some(text) }
+        }
+        log::info!("setting changed: {detail}");
+    }
+    st.admin.apply(&st.sessions.store);
+    Ok(())
+}
+
+async fn put_settings(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    st.admin.authorize(&req)?;
+    let body = read_json_body(&req, payload, true).await?;
+    let Some(serde_json::Value::Object(changes)) = body else {
+        return Err(ApiError::bad_request("invalid_body", format!("send a JSON object such as {{\"{TIMEOUT_KEY}\": 600}}")));
+    };
+    change_settings(&st, &changes).await?;
+    Ok(HttpResponse::Ok().json(settings_body(&st)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(req.query_string()).map_err(|e| ApiError::bad_request("invalid_query", format!("bad query string: {e}")))
+}
+
+async fn list_sessions(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    st.admin.authorize(&req)?;
+    let q: ListQuery = parse_query(&req)?;
+    let want = q.state.as_deref().unwrap_or("all");
+    if !["all", "active", "exempt", "expired", "ended"].contains(&want) {
+        return Err(ApiError::bad_request("invalid_query", format!("`state` must be all, active, exempt or ended, not `{want}`")));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(HttpResponse::Ok().json(session_rows(&st.sessions, want, limit)))
+}
+
+fn session_rows(sessions: &Sessions, want: &str, limit: usize) -> serde_json::Value {
+    let now = sessions.clock.now();
+    let policy = sessions.store.policy();
+    let mut rows = Vec::new();
+    sessions.store.for_each(|k, e| {
+        let (state, remaining) = if let Some(r) = e.end_reason {
+            ("ended", Some(r))
+        } else if e.class.is_exempt() {
+            ("exempt", None)
+        } else {
+            match policy::status(e.created, e.last_activity, now, &policy) {
+                SessionStatus::Active { .. } => ("active", None),
+                // Past its deadline; the sweeper records it within a second.
+                SessionStatus::Expired { reason, .. } => ("ended", Some(reason)),
+            }
+        };
+        if want == "all" || want == state || (want == "expired" && state == "ended") {
+            rows.push((e.last_activity, k.prefix(), *e, state, remaining));
+        }
+    });
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    let total = rows.len();
+    let out: Vec<_> = rows
+        .into_iter()
+        .take(limit)
+        .map(|(_, prefix, e, state, reason)| {
+            serde_json::json!({
+                "key_prefix": prefix,
+                "uid": (e.uid != 0).then_some(e.uid),
+                "class": e.class.as_str(),
+                "state": state,
+                "created_ms": e.created.0,
+                "last_activity_ms": e.last_activity.0,
+                "ended_ms": e.is_ended().then_some(e.ended_at.0),
+                "end_reason": reason.map(EndReason::as_str),
+            })
+        })
+        .collect();
+    serde_json::json!({ "total": total, "sessions": out })
+}
+
+async fn revoke(req: HttpRequest, path: web::Path<String>, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    st.admin.authorize(&req)?;
+    let prefix = path.into_inner();
+    let key = st.sessions.find_by_prefix(&prefix).map_err(|e| match e {
+        PrefixError::Malformed => ApiError::bad_request("invalid_key", format!("`{prefix}` is not a key prefix (8 to 64 hex digits)")),
+        PrefixError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "session_not_found", format!("no session key starts with `{prefix}`")),
+        PrefixError::Ambiguous => {
+            ApiError::new(StatusCode::CONFLICT, "ambiguous_key", format!("several sessions start with `{prefix}`; give more digits"))
+        }
+    })?;
+    let newly = st.sessions.end(&key, EndReason::Revoked).await.map_err(ApiError::storage)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "key_prefix": key.prefix(), "revoked": newly, "already_ended": !newly })))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn audit(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    st.admin.authorize(&req)?;
+    let q: AuditQuery = parse_query(&req)?;
+    let store = st.sessions.store.clone();
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let events = web::block(move || store.read_audit(after, limit))
+        .await
+        .map_err(|e| ApiError::storage(StoreError::Read(e.to_string())))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", e.to_string()))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
+}

@@ -1,0 +1,357 @@
+//! Configuration: raw values from flags, environment variables and an
+//! optional TOML file, validated once into typed `Settings`. An invalid value
+//! is reported with the field's name and the accepted range.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::policy;
+
+/// The raw options shared by `serve` and `demo`. Every field is optional so
+/// that a config file can fill what flags and the environment leave out.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct RawOptions {
+    /// TOML file with any of the options below (keys as the flag names with `_`).
+    #[arg(long, env = "SESSION_TIMEOUT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8390, demo: 127.0.0.1:8080].
+    #[arg(long, env = "SESSION_TIMEOUT_BIND")]
+    pub bind: Option<String>,
+    /// SQLite database file [default: data/session-timeout.db].
+    #[arg(long, env = "SESSION_TIMEOUT_DB")]
+    pub db: Option<String>,
+    /// Idle timeout in seconds, 1 to 2592000; stored as `activity_session_timeout_key`
+    /// [default: the stored value, else 300].
+    #[arg(long, env = "SESSION_TIMEOUT_TIMEOUT")]
+    pub timeout: Option<String>,
+    /// Absolute session lifetime in seconds, 0 (off) or 60 to 2592000 [default: the stored value, else 0].
+    #[arg(long, env = "SESSION_TIMEOUT_ABSOLUTE_LIFETIME")]
+    pub absolute_lifetime: Option<String>,
+    /// Path prefix of every sidecar route [default: /session-timeout].
+    #[arg(long, env = "SESSION_TIMEOUT_BASE_PATH")]
+    pub base_path: Option<String>,
+    /// Name of the ERP's session cookie [default: session_id].
+    #[arg(long, env = "SESSION_TIMEOUT_COOKIE_NAME")]
+    pub cookie_name: Option<String>,
+    /// ERP URL answering who owns a session (Odoo JSON-RPC), or `none` to time every session
+    /// [default: http://127.0.0.1:8069/web/session/get_session_info].
+    #[arg(long, env = "SESSION_TIMEOUT_SESSION_INFO_URL")]
+    pub session_info_url: Option<String>,
+    /// ERP login page [default: /web/login].
+    #[arg(long, env = "SESSION_TIMEOUT_LOGIN_URL")]
+    pub login_url: Option<String>,
+    /// ERP logout URL that destroys the session and lands on the login page
+    /// [default: /web/session/logout?redirect=%2Fweb%2Flogin].
+    #[arg(long, env = "SESSION_TIMEOUT_LOGOUT_URL")]
+    pub logout_url: Option<String>,
+    /// Longest wait before heartbeats are committed together, 1 to 5000 ms [default: 250].
+    #[arg(long, env = "SESSION_TIMEOUT_COMMIT_WINDOW_MS")]
+    pub commit_window_ms: Option<String>,
+    /// Days to keep rows of ended sessions, 1 to 3650 (the audit log is kept) [default: 30].
+    #[arg(long, env = "SESSION_TIMEOUT_RETENTION_DAYS")]
+    pub retention_days: Option<String>,
+    /// Seconds before a public session is looked up again, 1 to 86400 [default: 30].
+    #[arg(long, env = "SESSION_TIMEOUT_PUBLIC_RECHECK_S")]
+    pub public_recheck_s: Option<String>,
+    /// Timeout of a lookup at the ERP, 50 to 60000 ms [default: 2000].
+    #[arg(long, env = "SESSION_TIMEOUT_LOOKUP_TIMEOUT_MS")]
+    pub lookup_timeout_ms: Option<String>,
+    /// File holding the admin API bearer token (or set SESSION_TIMEOUT_ADMIN_TOKEN).
+    /// Without a token the admin routes are off.
+    #[arg(long, env = "SESSION_TIMEOUT_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the server secret [default: the database path + `.secret`].
+    #[arg(long, env = "SESSION_TIMEOUT_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// HTTP worker threads, 1 to 64 [default: number of CPUs].
+    #[arg(long, env = "SESSION_TIMEOUT_WORKERS")]
+    pub workers: Option<String>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub db: PathBuf,
+    pub secret_file: PathBuf,
+    /// The timeout given in the configuration, which overrides the stored one.
+    pub timeout_s: Option<u64>,
+    /// The absolute lifetime given in the configuration (`Some(None)`: off).
+    pub absolute_lifetime_s: Option<Option<u64>>,
+    pub base_path: String,
+    pub cookie_name: String,
+    pub session_info_url: Option<String>,
+    pub login_url: String,
+    pub logout_url: String,
+    pub commit_window: Duration,
+    pub retention: Duration,
+    pub public_recheck: Duration,
+    pub lookup_timeout: Duration,
+    pub admin_token: Option<String>,
+    pub workers: usize,
+    pub sweep_interval: Duration,
+}
+
+/// A configuration value that cannot be used; printed as is, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { field: format!("--{}", field.replace('_', "-")), message: message.into() }
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "bind",
+    "db",
+    "timeout",
+    "absolute_lifetime",
+    "base_path",
+    "cookie_name",
+    "session_info_url",
+    "login_url",
+    "logout_url",
+    "commit_window_ms",
+    "retention_days",
+    "public_recheck_s",
+    "lookup_timeout_ms",
+    "admin_token_file",
+    "secret_file",
+    "workers",
+];
+
+impl RawOptions {
+    /// Fills unset options from the config file, if one is named.
+    fn merge_file(mut self) -> Result<RawOptions, ConfigError> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let text = std::fs::read_to_string(&path).map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
+        let table: HashMap<String, toml::Value> =
+            toml::from_str(&text).map_err(|e| err("config", format!("{} is not valid TOML: {e}", path.display())))?;
+        for (k, v) in table {
+            if !KNOWN_KEYS.contains(&k.as_str()) {
+                return Err(err("config", format!("{}: unknown key `{k}` (known: {})", path.display(), KNOWN_KEYS.join(", "))));
+            }
+            let s = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                other => return Err(err(&k, format!("in {}: expected a string or an integer, got {}", path.display(), other.type_str()))),
+            };
+            let slot = match k.as_str() {
+                "bind" => &mut self.bind,
+                "db" => &mut self.db,
+                "timeout" => &mut self.timeout,
+                "absolute_lifetime" => &mut self.absolute_lifetime,
+                "base_path" => &mut self.base_path,
+                "cookie_name" => &mut self.cookie_name,
+                "session_info_url" => &mut self.session_info_url,
+                "login_url" => &mut self.login_url,
+                "logout_url" => &mut self.logout_url,
+                "commit_window_ms" => &mut self.commit_window_ms,
+                "retention_days" => &mut self.retention_days,
+                "public_recheck_s" => &mut self.public_recheck_s,
+                "lookup_timeout_ms" => &mut self.lookup_timeout_ms,
+                "workers" => &mut self.workers,
+                "admin_token_file" => {
+                    self.admin_token_file.get_or_insert_with(|| PathBuf::from(&s));
+                    continue;
+                }
+                "secret_file" => {
+                    self.secret_file.get_or_insert_with(|| PathBuf::from(&s));
+                    continue;
+                }
+                _ => unreachable!("checked against KNOWN_KEYS"),
+            };
+            slot.get_or_insert(s);
+        }
+        Ok(self)
+    }
+
+    /// Validates everything. `default_bind` differs between `serve` and `demo`.
+    pub fn resolve(self, default_bind: &str) -> Result<Settings, ConfigError> {
+        let o = self.merge_file()?;
+        let bind_raw = o.bind.as_deref().unwrap_or(default_bind);
+        let bind: SocketAddr = bind_raw
+            .parse()
+            .map_err(|_| err("bind", format!("`{bind_raw}` is not an address:port such as 127.0.0.1:8390")))?;
+        let db = PathBuf::from(o.db.as_deref().unwrap_or("data/session-timeout.db"));
+        if db.as_os_str().is_empty() {
+            return Err(err("db", "the database path is empty"));
+        }
+        let timeout_s = o
+            .timeout
+            .as_deref()
+            .map(policy::parse_timeout)
+            .transpose()
+            .map_err(|e| err("timeout", e.to_string()))?;
+        let absolute_lifetime_s = o
+            .absolute_lifetime
+            .as_deref()
+            .map(policy::parse_lifetime)
+            .transpose()
+            .map_err(|e| err("absolute_lifetime", format!("{e}; 0 turns it off")))?;
+        let base_path = o.base_path.unwrap_or_else(|| "/session-timeout".into());
+        check_base_path(&base_path)?;
+        let cookie_name = o.cookie_name.unwrap_or_else(|| "session_id".into());
+        if cookie_name.is_empty() || cookie_name.len() > 128 || !cookie_name.bytes().all(is_token_byte) {
+            return Err(err("cookie_name", format!("`{cookie_name}` is not a cookie name (1 to 128 letters, digits or !#$%&'*+-.^_`|~)")));
+        }
+        let session_info_url = match o.session_info_url.as_deref() {
+            None => Some("http://127.0.0.1:8069/web/session/get_session_info".to_string()),
+            Some("none") => None,
+            Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > 8 => Some(u.to_string()),
+            Some(u) => return Err(err("session_info_url", format!("`{u}` is not an http:// or https:// URL (or `none`)"))),
+        };
+        if session_info_url.as_deref().is_some_and(|u| u.starts_with("https://")) {
+            return Err(err("session_info_url", "https is not supported for the ERP lookup; point it at the ERP's internal http address"));
+        }
+        let login_url = o.login_url.unwrap_or_else(|| "/web/login".into());
+        check_url("login_url", &login_url)?;
+        let logout_url = o.logout_url.unwrap_or_else(|| "/web/session/logout?redirect=%2Fweb%2Flogin".into());
+        check_url("logout_url", &logout_url)?;
+        let commit_window = Duration::from_millis(number(&o.commit_window_ms, "commit_window_ms", 1, 5000, 250)?);
+        let retention = Duration::from_secs(number(&o.retention_days, "retention_days", 1, 3650, 30)? * 86_400);
+        let public_recheck = Duration::from_secs(number(&o.public_recheck_s, "public_recheck_s", 1, 86_400, 30)?);
+        let lookup_timeout = Duration::from_millis(number(&o.lookup_timeout_ms, "lookup_timeout_ms", 50, 60_000, 2000)?);
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(2);
+        let workers = number(&o.workers, "workers", 1, 64, cpus.min(64))? as usize;
+        let admin_token = read_admin_token(o.admin_token_file.as_deref())?;
+        let secret_file = o.secret_file.unwrap_or_else(|| {
+            let mut s = db.clone().into_os_string();
+            s.push(".secret");
+            PathBuf::from(s)
+        });
+        Ok(Settings {
+            bind,
+            db,
+            secret_file,
+            timeout_s,
+            absolute_lifetime_s,
+            base_path,
+            cookie_name,
+            session_info_url,
+            login_url,
+            logout_url,
+            commit_window,
+            retention,
+            public_recheck,
+            lookup_timeout,
+            admin_token,
+            workers,
+            sweep_interval: Duration::from_millis(500),
+        })
+    }
+}
+
+fn number(raw: &Option<String>, field: &str, min: u64, max: u64, default: u64) -> Result<u64, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(s) => policy::parse_seconds(s, min, max).map_err(|e| {
+            // parse_seconds speaks of seconds; say the field's own unit.
+            let unit = field.rsplit('_').next().unwrap_or("");
+            err(field, e.to_string().replace("seconds", unit).replace("whole number of seconds", "whole number"))
+        }),
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn check_base_path(p: &str) -> Result<(), ConfigError> {
+    let ok = p.starts_with('/')
+        && p.len() > 1
+        && !p.ends_with('/')
+        && !p.contains("//")
+        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(err("base_path", format!("`{p}` must start with `/`, not end with `/`, and use only letters, digits, `-`, `_`, `.`")))
+    }
+}
+
+fn check_url(field: &str, u: &str) -> Result<(), ConfigError> {
+    let local = u.starts_with('/') && !u.starts_with("//");
+    let absolute = u.starts_with("http://") || u.starts_with("https://");
+    let clean = !u.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'"');
+    if (local || absolute) && clean && u.len() <= 2048 {
+        Ok(())
+    } else {
+        Err(err(field, format!("`{u}` must be a path starting with `/` or an http(s) URL, without spaces or quotes")))
+    }
+}
+
+fn read_admin_token(file: Option<&Path>) -> Result<Option<String>, ConfigError> {
+    let token = match file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| err("admin_token_file", format!("cannot read {}: {e}", f.display())))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("SESSION_TIMEOUT_ADMIN_TOKEN").ok().map(|t| t.trim().to_string()),
+    };
+    match token {
+        Some(t) if t.len() < 16 => Err(ConfigError {
+            field: "admin token".into(),
+            message: "it must be at least 16 characters long (use e.g. `openssl rand -hex 32`)".into(),
+        }),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawOptions {
+        RawOptions { session_info_url: Some("none".into()), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = raw().resolve("127.0.0.1:8390").unwrap();
+        assert_eq!(s.base_path, "/session-timeout");
+        assert_eq!(s.cookie_name, "session_id");
+        assert_eq!(s.timeout_s, None);
+        assert_eq!(s.commit_window, Duration::from_millis(250));
+        assert_eq!(s.secret_file, PathBuf::from("data/session-timeout.db.secret"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_field_and_range() {
+        let cases: Vec<(RawOptions, &str, &str)> = vec![
+            (RawOptions { timeout: Some("0".into()), ..raw() }, "--timeout", "accepted: 1 to 2592000"),
+            (RawOptions { timeout: Some("abc".into()), ..raw() }, "--timeout", "not a whole number"),
+            (RawOptions { bind: Some("nowhere".into()), ..raw() }, "--bind", "address:port"),
+            (RawOptions { base_path: Some("x/".into()), ..raw() }, "--base-path", "must start with"),
+            (RawOptions { cookie_name: Some("a b".into()), ..raw() }, "--cookie-name", "cookie name"),
+            (RawOptions { commit_window_ms: Some("0".into()), ..raw() }, "--commit-window-ms", "accepted: 1 to 5000 ms"),
+            (RawOptions { logout_url: Some("javascript:alert(1)".into()), ..raw() }, "--logout-url", "must be a path"),
+            (RawOptions { absolute_lifetime: Some("10".into()), ..raw() }, "--absolute-lifetime", "0 turns it off"),
+        ];
+        for (o, field, needle) in cases {
+            let e = o.resolve("127.0.0.1:1").unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn config_file_fills_unset_values_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "timeout = 600\ncookie_name = \"sid\"\n").unwrap();
+        let s = RawOptions { config: Some(f.clone()), cookie_name: Some("flag_wins".into()), ..raw() }.resolve("127.0.0.1:1").unwrap();
+        assert_eq!(s.timeout_s, Some(600));
+        assert_eq!(s.cookie_name, "flag_wins");
+        std::fs::write(&f, "timeuot = 600\n").unwrap();
+        let e = RawOptions { config: Some(f), ..raw() }.resolve("127.0.0.1:1").unwrap_err();
+        assert!(e.to_string().contains("unknown key `timeuot`"), "{e}");
+    }
+}

@@ -1,0 +1,123 @@
+//! Who owns a session? Asks the ERP, forwarding only the session cookie.
+//!
+//! Odoo 17/18 answer `/web/session/get_session_info` (JSON-RPC) with
+//! `result.uid` and `result.is_internal_user` for a logged-in session, and
+//! with a JSON-RPC error ("Session expired") for a session it does not know.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// What the ERP said about a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Internal { uid: i32 },
+    Portal { uid: i32 },
+    /// No user behind the session: a website visitor, or a session the ERP
+    /// does not know.
+    Public,
+    /// The ERP could not be reached or answered something we do not
+    /// understand. The caller must not exempt the session.
+    Unknown(String),
+}
+
+/// Interprets the body of a `get_session_info` answer.
+pub fn parse_session_info(status: u16, body: &[u8]) -> Lookup {
+    if !(200..300).contains(&status) {
+        return Lookup::Unknown(format!("session-info answered HTTP {status}"));
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Lookup::Unknown("session-info answer is not JSON".into());
+    };
+    if let Some(err) = v.get("error") {
+        // Odoo: code 100, data.name "odoo.http.SessionExpiredException".
+        let code = err.get("code").and_then(Value::as_i64);
+        let name = err.pointer("/data/name").and_then(Value::as_str).unwrap_or("");
+        let msg = err.get("message").and_then(Value::as_str).unwrap_or("");
+        if code == Some(100) || name.contains("SessionExpired") || msg.contains("Session Expired") || msg.contains("Session expired") {
+            return Lookup::Public;
+        }
+        return Lookup::Unknown(format!("session-info answered a JSON-RPC error: {}", truncate(msg)));
+    }
+    let Some(result) = v.get("result").filter(|r| r.is_object()) else {
+        return Lookup::Unknown("session-info answer has no `result` object".into());
+    };
+    let uid = match result.get("uid") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Lookup::Public,
+        Some(Value::Number(n)) => match n.as_i64().and_then(|n| i32::try_from(n).ok()) {
+            Some(uid) if uid > 0 => uid,
+            _ => return Lookup::Unknown(format!("session-info `uid` {n} is not a user id")),
+        },
+        Some(other) => return Lookup::Unknown(format!("session-info `uid` is not a number: {}", truncate(&other.to_string()))),
+    };
+    if result.get("is_public").and_then(Value::as_bool) == Some(true) {
+        return Lookup::Public;
+    }
+    match result.get("is_internal_user") {
+        Some(Value::Bool(true)) => Lookup::Internal { uid },
+        Some(Value::Bool(false)) => Lookup::Portal { uid },
+        // Odoo 17 may leave the flag out for a logged-in user; when in doubt
+        // the session is timed, never exempt.
+        None => Lookup::Internal { uid },
+        Some(other) => Lookup::Unknown(format!("session-info `is_internal_user` is not a boolean: {}", truncate(&other.to_string()))),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Asks the ERP. Only the session cookie is sent.
+pub async fn lookup(url: &str, cookie_name: &str, cookie_value: &str, timeout: Duration) -> Lookup {
+    thread_local! {
+        // awc clients are per thread; one per worker keeps connections pooled.
+        static CLIENT: awc::Client = awc::Client::builder().disable_redirects().finish();
+    }
+    let client = CLIENT.with(|c| c.clone());
+    let req = client
+        .post(url)
+        .timeout(timeout)
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("Cookie", format!("{cookie_name}={cookie_value}")));
+    let mut resp = match req.send_body(r#"{"jsonrpc":"2.0","method":"call","params":{}}"#).await {
+        Ok(r) => r,
+        Err(e) => return Lookup::Unknown(format!("session-info request failed: {e}")),
+    };
+    let status = resp.status().as_u16();
+    match resp.body().limit(256 * 1024).await {
+        Ok(body) => parse_session_info(status, &body),
+        Err(e) => Lookup::Unknown(format!("session-info body unreadable: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odoo_shapes() {
+        let internal = br#"{"jsonrpc":"2.0","id":null,"result":{"uid":2,"is_internal_user":true,"is_public":false}}"#;
+        assert_eq!(parse_session_info(200, internal), Lookup::Internal { uid: 2 });
+        let portal = br#"{"jsonrpc":"2.0","id":null,"result":{"uid":7,"is_internal_user":false}}"#;
+        assert_eq!(parse_session_info(200, portal), Lookup::Portal { uid: 7 });
+        let public = br#"{"jsonrpc":"2.0","id":null,"result":{"uid":false,"is_public":true}}"#;
+        assert_eq!(parse_session_info(200, public), Lookup::Public);
+        let expired = br#"{"jsonrpc":"2.0","id":null,"error":{"code":100,"message":"Odoo Session Expired","data":{"name":"odoo.http.SessionExpiredException","message":"Session expired"}}}"#;
+        assert_eq!(parse_session_info(200, expired), Lookup::Public);
+    }
+
+    #[test]
+    fn nonsense_is_unknown_never_exempt() {
+        for (status, body) in [
+            (500, &b"oops"[..]),
+            (200, b"<html>"),
+            (200, br#"{"result":{"uid":"2"}}"#),
+            (200, br#"{"result":{"uid":-3}}"#),
+            (200, br#"{"result":{"uid":2,"is_internal_user":"yes"}}"#),
+            (200, br#"{"error":{"code":200,"message":"Server error"}}"#),
+            (200, br#"[]"#),
+        ] {
+            assert!(matches!(parse_session_info(status, body), Lookup::Unknown(_)), "{}", String::from_utf8_lossy(body));
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The Auto Session Timeout sidecar: it keeps every ERP session's last real
+//! activity, decides when an internal user's session has expired, and
+//! answers the page (heartbeat, check, logout), the reverse proxy (forward
+//! auth) and administrators (admin API, CLI, metrics).
+//!
+//! # Layout
+//! - `policy`: the pure timeout rules (no I/O).
+//! - `store`: sessions in memory, mirrored to SQLite by one writer thread.
+//! - `sessions`: the engine tying policy, store and ERP lookup together.
+//! - `identity`: asks the ERP who owns a session (Odoo JSON-RPC).
+//! - `routes`, `admin`, `error`: the HTTP API.
+//! - `config`: flags, environment and config file into typed `Settings`.
+//! - `startup`: wiring, used by `main` and the tests.
+//! - `metrics`: Prometheus counters.
+//! - `cli`: the `settings` and `sessions` subcommands (admin API client).
+//! - `demo`: the stand-in ERP for `session-timeout demo`.
+
+pub mod admin;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod identity;
+pub mod metrics;
+pub mod policy;
+pub mod routes;
+pub mod sessions;
+pub mod startup;
+pub mod store;

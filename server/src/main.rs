@@ -1,0 +1,131 @@
+//! The `session-timeout` binary: `serve`, `demo`, `settings`, `sessions`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use session_timeout::cli::{self, ClientOptions, SessionsCmd, SettingsCmd};
+use session_timeout::clock::SystemClock;
+use session_timeout::config::{RawOptions, Settings};
+use session_timeout::demo::DemoErp;
+use session_timeout::startup;
+
+#[derive(Parser)]
+#[command(name = "session-timeout", version, about = "Logs idle ERP users out, enforced on the server.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the sidecar beside the ERP (behind the reverse proxy).
+    Serve(RawOptions),
+    /// Run a demo ERP with the sidecar mounted in it, on one port.
+    Demo {
+        #[command(flatten)]
+        opts: RawOptions,
+        /// Folder with the web assets (the wasm client and the demo pages).
+        #[arg(long, env = "SESSION_TIMEOUT_WWW", default_value = "www")]
+        www: PathBuf,
+    },
+    /// Read or change settings of the running sidecar.
+    Settings {
+        #[command(subcommand)]
+        cmd: SettingsCmd,
+        #[command(flatten)]
+        client: ClientOptions,
+    },
+    /// List or revoke sessions of the running sidecar.
+    Sessions {
+        #[command(subcommand)]
+        cmd: SessionsCmd,
+        #[command(flatten)]
+        client: ClientOptions,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let code = actix_rt::System::new().block_on(async move {
+        match cli.cmd {
+            Cmd::Serve(opts) => run(resolve(opts, "127.0.0.1:8390"), None).await,
+            Cmd::Demo { opts, www } => run(resolve(opts, "127.0.0.1:8080"), Some(www)).await,
+            Cmd::Settings { cmd, client } => finish(cli::settings(client, cmd).await),
+            Cmd::Sessions { cmd, client } => finish(cli::sessions(client, cmd).await),
+        }
+    });
+    std::process::exit(code);
+}
+
+fn resolve(opts: RawOptions, default_bind: &str) -> Settings {
+    opts.resolve(default_bind).unwrap_or_else(|e| {
+        eprintln!("session-timeout: {e}");
+        std::process::exit(2);
+    })
+}
+
+fn finish(r: Result<(), cli::Failure>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(cli::Failure(msg, code)) => {
+            eprintln!("session-timeout: {msg}");
+            code
+        }
+    }
+}
+
+async fn run(mut settings: Settings, demo_www: Option<PathBuf>) -> i32 {
+    let listener = match startup::bind(settings.bind) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("session-timeout: {e}");
+            return 1;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(settings.bind);
+    if demo_www.is_some() {
+        // The demo ERP answers the session-info lookups itself.
+        settings.session_info_url = Some(format!("http://{addr}/web/session/get_session_info"));
+    }
+    let state = match startup::open_state(&settings, Arc::new(SystemClock)).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("session-timeout: {e}");
+            return 1;
+        }
+    };
+    startup::spawn_sweeper(&state, settings.sweep_interval);
+    let policy = state.sessions.store.policy();
+    let server = match demo_www {
+        Some(www) => {
+            let erp = DemoErp::new(www);
+            println!("Demo ERP with the session timeout ({} s idle) at http://{addr}/web/login", policy.timeout_s());
+            println!("  users: admin/admin (internal, timed out), portal/portal (portal, exempt); Ctrl-C stops");
+            startup::server(listener, state.clone(), settings.workers, move |c| erp.configure(c))
+        }
+        None => {
+            log::info!(
+                "sidecar listening on http://{addr}{} (timeout {} s, database {})",
+                settings.base_path,
+                policy.timeout_s(),
+                settings.db.display()
+            );
+            startup::server(listener, state.clone(), settings.workers, |_| {})
+        }
+    };
+    let result = match server {
+        Ok(s) => s.await,
+        Err(e) => Err(e),
+    };
+    // Commit heartbeats still waiting for their window before exiting.
+    state.sessions.store.close();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("session-timeout: server error: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The sidecar's HTTP API. Only this module (and `admin`) knows HTTP and
+//! JSON; they turn requests into calls on `Sessions` and answers into bodies.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::Service as _;
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+
+use crate::admin::{self, AdminState};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::policy::{heartbeat_interval_ms, EndReason};
+use crate::sessions::{Answer, Op, Sessions};
+
+/// Largest request body accepted anywhere in the API.
+pub const MAX_BODY: usize = 1024;
+/// Header naming the logout URL on a `401` from `auth`.
+pub const LOGOUT_HEADER: &str = "x-session-timeout-logout";
+
+pub struct AppState {
+    pub sessions: Arc<Sessions>,
+    pub cookie_name: String,
+    pub login_url: String,
+    pub logout_url: String,
+    pub base_path: String,
+    pub admin: AdminState,
+}
+
+/// Mounts every sidecar route under the base path. Used by `serve`, by the
+/// demo and by the tests.
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
+    let metrics = state.sessions.metrics.clone();
+    let scope = web::scope(&state.base_path)
+        .app_data(state.clone())
+        .wrap_fn(move |req, srv| {
+            let start = Instant::now();
+            let route = Metrics::route_index(route_name(req.path()));
+            let metrics = metrics.clone();
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await;
+                let status = match &res {
+                    Ok(r) => r.status().as_u16(),
+                    Err(e) => e.as_response_error().status_code().as_u16(),
+                };
+                metrics.observe(route, status, start.elapsed().as_micros() as u64);
+                res
+            }
+        })
+        .service(resource("/api/v1/heartbeat", Method::POST, heartbeat))
+        .service(resource("/api/v1/check", Method::GET, check))
+        .service(resource("/api/v1/logout", Method::POST, logout))
+        .service(resource("/api/v1/auth", Method::GET, auth))
+        .service(resource("/api/v1/config", Method::GET, config))
+        .service(resource("/healthz", Method::GET, healthz))
+        .service(resource("/metrics", Method::GET, metrics_text))
+        .configure(admin::configure)
+        .default_service(web::to(not_found));
+    cfg.service(scope);
+}
+
+/// One route with a JSON 405 for other methods (HEAD is served where GET is).
+pub fn resource<F, Args>(path: &str, method: Method, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    let allowed = method.to_string();
+    let mut r = web::resource(path).route(web::method(method.clone()).to(handler.clone()));
+    if method == Method::GET {
+        r = r.route(web::head().to(handler));
+    }
+    r.default_service(web::to(move |req: HttpRequest| {
+        let allowed = allowed.clone();
+        async move {
+            Err::<HttpResponse, _>(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed on {}; use {allowed}", req.method(), req.path()),
+            ))
+        }
+    }))
+}
+
+fn route_name(path: &str) -> &'static str {
+    let tail = path.rsplit('/').next().unwrap_or("");
+    if path.contains("/api/v1/admin/") {
+        return "admin";
+    }
+    match tail {
+        "heartbeat" => "heartbeat",
+        "check" => "check",
+        "logout" => "logout",
+        "auth" => "auth",
+        "config" => "config",
+        "healthz" => "healthz",
+        "metrics" => "metrics",
+        _ => "other",
+    }
+}
+
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route {} {}", req.method(), req.path())))
+}
+
+/// The value of the named cookie, if the request carries it.
+pub fn cookie_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+        })
+        .find(|v| !v.is_empty())
+}
+
+fn session_cookie<'a>(req: &'a HttpRequest, st: &AppState) -> Result<&'a str, ApiError> {
+    cookie_value(req, &st.cookie_name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_cookie",
+            format!("the request carries no `{}` session cookie; call this route from the ERP's origin", st.cookie_name),
+        )
+    })
+}
+
+/// Refuses state changes that a page of another site could trigger.
+fn same_origin(req: &HttpRequest) -> Result<(), ApiError> {
+    let forbidden = |why: String| ApiError::new(StatusCode::FORBIDDEN, "cross_site", why);
+    if let Some(site) = req.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site.eq_ignore_ascii_case("cross-site") {
+            return Err(forbidden("cross-site requests may not change a session (Sec-Fetch-Site: cross-site)".into()));
+        }
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let host = req
+            .headers()
+            .get("x-forwarded-host")
+            .or_else(|| req.headers().get(header::HOST))
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+        if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
+            return Err(forbidden(format!("Origin `{origin}` does not match the host `{host}`")));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a small body, insisting on JSON when there is one.
+pub async fn read_json_body(req: &HttpRequest, mut payload: web::Payload, required: bool) -> Result<Option<serde_json::Value>, ApiError> {
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request bodies are limited to {MAX_BODY} bytes"));
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > MAX_BODY as u64 {
+            return Err(too_large());
+        }
+    }
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let is_json = ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if required && !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "wrong_content_type",
+            format!("expected `Content-Type: application/json`, got `{}`", if ct.is_empty() { "(none)" } else { ct }),
+        ));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("unreadable_body", format!("the request body could not be read: {e}")))?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if !is_json {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "wrong_content_type", "a request body must be sent as `Content-Type: application/json`"));
+    }
+    serde_json::from_slice(&body).map(Some).map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))
+}
+
+fn answer_response(st: &AppState, a: Answer) -> HttpResponse {
+    let body = match a {
+        Answer::Active { timeout_s, remaining_ms } => {
+            serde_json::json!({ "state": "active", "timeout_s": timeout_s, "remaining_ms": remaining_ms })
+        }
+        Answer::Exempt => serde_json::json!({ "state": "exempt" }),
+        Answer::Ended(reason) => serde_json::json!({ "state": "expired", "reason": reason.as_str(), "logout_url": st.logout_url }),
+    };
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body)
+}
+
+#[derive(Deserialize)]
+struct HeartbeatBody {
+    #[serde(default)]
+    idle_ms: Option<u64>,
+}
+
+async fn heartbeat(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    same_origin(&req)?;
+    let cookie = session_cookie(&req, &st)?;
+    let body = read_json_body(&req, payload, true).await?;
+    let idle_ms = match body {
+        None => 0,
+        Some(v) => {
+            let b: HeartbeatBody = serde_json::from_value(v).map_err(|e| {
+                ApiError::bad_request("invalid_body", format!("`idle_ms` must be a whole number of milliseconds, 0 or more: {e}"))
+            })?;
+            b.idle_ms.unwrap_or(0)
+        }
+    };
+    let a = st.sessions.answer(cookie, Op::Heartbeat { idle_ms }).await;
+    Ok(answer_response(&st, a))
+}
+
+async fn check(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let cookie = session_cookie(&req, &st)?;
+    let a = st.sessions.answer(cookie, Op::Check).await;
+    Ok(answer_response(&st, a))
+}
+
+async fn logout(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    same_origin(&req)?;
+    let cookie = session_cookie(&req, &st)?;
+    read_json_body(&req, payload, true).await?;
+    let key = st.sessions.key(cookie);
+    st.sessions.end(&key, EndReason::Logout).await.map_err(ApiError::storage)?;
+    let reason = st.sessions.store.get(&key).and_then(|e| e.end_reason).unwrap_or(EndReason::Logout);
+    Ok(answer_response(&st, Answer::Ended(reason)))
+}
+
+/// Forward auth: 204 lets the proxy pass the request, 401 sends the user to
+/// the logout URL. Never counts as activity.
+async fn auth(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    let Some(cookie) = cookie_value(&req, &st.cookie_name) else {
+        // No session: the ERP itself will ask for a login.
+        return HttpResponse::NoContent().finish();
+    };
+    match st.sessions.answer(cookie, Op::Auth).await {
+        Answer::Active { .. } | Answer::Exempt => HttpResponse::NoContent().finish(),
+        Answer::Ended(reason) => HttpResponse::Unauthorized()
+            .insert_header((LOGOUT_HEADER, st.logout_url.as_str()))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({ "error": "session_ended", "reason": reason.as_str(), "logout_url": st.logout_url })),
+    }
+}
+
+async fn config(st: web::Data<AppState>) -> HttpResponse {
+    let policy = st.sessions.store.policy();
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(serde_json::json!({
+        "timeout_s": policy.timeout_s(),
+        "heartbeat_interval_ms": heartbeat_interval_ms(policy.timeout_ms),
+        "logout_url": st.logout_url,
+        "login_url": st.login_url,
+        "base_path": st.base_path,
+    }))
+}
+
+async fn healthz(st: web::Data<AppState>) -> HttpResponse {
+    let healthy = st.sessions.store.stats.healthy.load(std::sync::atomic::Ordering::Relaxed);
+    let body = serde_json::json!({ "status": if healthy { "ok" } else { "degraded" }, "storage": if healthy { "ok" } else { "failing" } });
+    if healthy { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() }
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body)
+}
+
+async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
+    let text = st.sessions.metrics.render(&st.sessions.store);
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
+}

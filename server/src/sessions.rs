@@ -1,0 +1,313 @@
+//! The session engine: turns a cookie and an operation into an answer,
+//! using the policy, the store and the ERP lookup. No HTTP here.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::clock::Clock;
+use crate::identity::{self, Lookup};
+use crate::metrics::Metrics;
+use crate::policy::{self, EndReason, SessionStatus, UserClass};
+use crate::store::{Entry, SessionKey, Store, StoreError};
+
+/// How the engine asks the ERP who owns a session.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// The ERP's session-info URL; `None` treats every session as internal.
+    pub session_info_url: Option<String>,
+    pub cookie_name: String,
+    pub lookup_timeout: Duration,
+    /// How soon a public session is looked up again (a visitor may log in).
+    pub public_recheck: Duration,
+    /// How soon to retry when the ERP could not answer.
+    pub unknown_retry: Duration,
+}
+
+/// What a page, a proxy or an administrator is told about a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Active { timeout_s: u64, remaining_ms: i64 },
+    Exempt,
+    Ended(EndReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// The page saw real input `idle_ms` ago.
+    Heartbeat { idle_ms: u64 },
+    /// Read-only, answered for the page; an expiry found here is made durable.
+    Check,
+    /// Read-only, for the reverse proxy on every request; never waits for disk.
+    Auth,
+}
+
+pub struct Sessions {
+    pub store: Arc<Store>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub identity: IdentityConfig,
+    pub retention: Duration,
+    secret: [u8; 32],
+    lookups: tokio::sync::Semaphore,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        identity: IdentityConfig,
+        secret: [u8; 32],
+        retention: Duration,
+    ) -> Sessions {
+        // Bounds how many ERP lookups run at once, so a flood of new cookies
+        // cannot turn the sidecar into a load generator against the ERP.
+        let lookups = tokio::sync::Semaphore::new(32);
+        Sessions { store, clock, metrics, identity, retention, secret, lookups }
+    }
+
+    /// The keyed hash that stands for a cookie value everywhere we store.
+    pub fn key(&self, cookie_value: &str) -> SessionKey {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(cookie_value.as_bytes());
+        SessionKey(mac.finalize().into_bytes().into())
+    }
+
+    /// Answers a heartbeat, check or auth for the session behind `cookie_value`.
+    ///
+    /// A storage failure while recording an expiry does not change the answer:
+    /// the session is ended in memory either way, which is the safe side.
+    pub async fn answer(&self, cookie_value: &str, op: Op) -> Answer {
+        let key = self.key(cookie_value);
+        self.identify(&key, cookie_value).await;
+        let now = self.clock.now();
+        let policy = self.store.policy();
+        let (answer, durable) = self.store.update(&key, |slot| {
+            let e = slot.get_or_insert_with(|| Entry::new(now, UserClass::Internal, 0, 0));
+            if let Some(reason) = e.end_reason {
+                return Answer::Ended(reason);
+            }
+            if e.class.is_exempt() {
+                return Answer::Exempt;
+            }
+            match policy::status(e.created, e.last_activity, now, &policy) {
+                SessionStatus::Expired { reason, at } => {
+                    e.end_reason = Some(reason);
+                    e.ended_at = at;
+                    Answer::Ended(reason)
+                }
+                SessionStatus::Active { .. } => {
+                    if let Op::Heartbeat { idle_ms } = op {
+                        e.last_activity = policy::touched(e.last_activity, now, idle_ms);
+                    }
+                    match policy::status(e.created, e.last_activity, now, &policy) {
+                        SessionStatus::Active { remaining_ms } => Answer::Active { timeout_s: policy.timeout_s(), remaining_ms },
+                        // Cannot happen: touching only moves last activity forward.
+                        SessionStatus::Expired { reason, .. } => Answer::Ended(reason),
+                    }
+                }
+            }
+        });
+        if let Op::Heartbeat { .. } = op {
+            self.metrics.count_heartbeat(matches!(answer, Answer::Active { .. }));
+        }
+        if let Some(rx) = durable {
+            if let Answer::Ended(reason) = answer {
+                self.metrics.count_expiry(reason);
+                log::info!("session {} expired ({reason})", key.prefix());
+            }
+            // Auth never waits for the disk; the writer commits the expiry at once anyway.
+            if op != Op::Auth {
+                match rx.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => log::error!("expiry of session {} not stored yet: {e}", key.prefix()),
+                    Err(_) => log::error!("expiry of session {} not stored: writer stopped", key.prefix()),
+                }
+            }
+        }
+        answer
+    }
+
+    /// Ends a session for `reason` and returns once that is durable.
+    /// Returns `Ok(false)` when it had already ended.
+    pub async fn end(&self, key: &SessionKey, reason: EndReason) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let (newly, durable) = self.store.update(key, |slot| {
+            let e = slot.get_or_insert_with(|| Entry::new(now, UserClass::Internal, 0, 0));
+            if e.is_ended() {
+                return false;
+            }
+            e.end_reason = Some(reason);
+            e.ended_at = now;
+            true
+        });
+        if let Some(rx) = durable {
+            rx.await.unwrap_or(Err(StoreError::WriterGone))?;
+            log::info!("session {} ended ({reason})", key.prefix());
+            if reason == EndReason::Revoked {
+                self.metrics.count_expiry(reason);
+            }
+        }
+        Ok(newly)
+    }
+
+    /// Makes sure the store knows who owns the session, asking the ERP on
+    /// first sight and when an earlier answer is due for another look.
+    async fn identify(&self, key: &SessionKey, cookie_value: &str) {
+        let first_seen = self.clock.now();
+        let due = match self.store.get(key) {
+            None => true,
+            Some(e) => !e.is_ended() && e.recheck_at != 0 && e.recheck_at <= first_seen.0,
+        };
+        if !due {
+            return;
+        }
+        let lookup = match &self.identity.session_info_url {
+            None => Lookup::Internal { uid: 0 },
+            Some(url) => {
+                let _permit = self.lookups.acquire().await;
+                identity::lookup(url, &self.identity.cookie_name, cookie_value, self.identity.lookup_timeout).await
+            }
+        };
+        self.metrics.count_lookup(&lookup);
+        let now = self.clock.now();
+        let (class, uid, recheck_at) = match &lookup {
+            Lookup::Internal { uid } => (UserClass::Internal, *uid, 0),
+            Lookup::Portal { uid } => (UserClass::Portal, *uid, 0),
+            Lookup::Public => (UserClass::Public, 0, now.0 + self.identity.public_recheck.as_millis() as i64),
+            Lookup::Unknown(why) => {
+                log::warn!("cannot tell who owns session {} ({why}); timing it as internal and asking again later", key.prefix());
+                (UserClass::Internal, 0, now.0 + self.identity.unknown_retry.as_millis() as i64)
+            }
+        };
+        let unknown = matches!(lookup, Lookup::Unknown(_));
+        self.store.update(key, |slot| match slot {
+            None => *slot = Some(Entry::new(first_seen, class, uid, recheck_at)),
+            Some(e) if e.is_ended() => {}
+            Some(e) => {
+                if unknown {
+                    // Keep what we knew; only schedule the next attempt.
+                    e.recheck_at = recheck_at;
+                    return;
+                }
+                if e.class == UserClass::Public && class != UserClass::Public {
+                    // A visitor logged in on the same cookie: that is a login.
+                    e.created = now;
+                    e.last_activity = now;
+                }
+                e.class = class;
+                e.uid = uid;
+                e.recheck_at = recheck_at;
+            }
+        });
+    }
+
+    /// Finds the one session whose key starts with `prefix` (hex).
+    pub fn find_by_prefix(&self, prefix: &str) -> Result<SessionKey, PrefixError> {
+        let prefix = prefix.to_ascii_lowercase();
+        if prefix.len() < 8 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(PrefixError::Malformed);
+        }
+        let mut found = None;
+        let mut many = false;
+        self.store.for_each(|k, _| {
+            if k.to_hex().starts_with(&prefix) {
+                many |= found.is_some();
+                found = Some(*k);
+            }
+        });
+        match (found, many) {
+            (_, true) => Err(PrefixError::Ambiguous),
+            (Some(k), false) => Ok(k),
+            (None, _) => Err(PrefixError::NotFound),
+        }
+    }
+
+    /// Ends sessions whose deadline passed (so the audit log shows expiries
+    /// even when nobody asks), and forgets old ended or public sessions.
+    pub async fn sweep(&self) {
+        let now = self.clock.now();
+        let policy = self.store.policy();
+        let mut due = Vec::new();
+        self.store.for_each(|k, e| {
+            if !e.is_ended() && !e.class.is_exempt() {
+                if let SessionStatus::Expired { .. } = policy::status(e.created, e.last_activity, now, &policy) {
+                    due.push(*k);
+                }
+            }
+        });
+        for key in due {
+            let (reason, durable) = self.store.update(&key, |slot| {
+                let e = slot.as_mut()?;
+                if e.is_ended() || e.class.is_exempt() {
+                    return None;
+                }
+                match policy::status(e.created, e.last_activity, now, &policy) {
+                    SessionStatus::Expired { reason, at } => {
+                        e.end_reason = Some(reason);
+                        e.ended_at = at;
+                        Some(reason)
+                    }
+                    SessionStatus::Active { .. } => None,
+                }
+            });
+            if let (Some(reason), Some(rx)) = (reason, durable) {
+                self.metrics.count_expiry(reason);
+                log::info!("session {} expired ({reason})", key.prefix());
+                let _ = rx.await;
+            }
+        }
+        let forget_before = now.0 - self.retention.as_millis() as i64;
+        let stale_public = now.0 - 600_000;
+        self.store.retain(|_, e| {
+            if e.is_ended() {
+                e.ended_at.0 >= forget_before
+            } else {
+                !(e.class == UserClass::Public && e.recheck_at < stale_public)
+            }
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixError {
+    Malformed,
+    NotFound,
+    Ambiguous,
+}
+
+/// Reads the server secret kept beside the database, creating it on first
+/// start (32 random bytes, hex, readable by the owner only).
+pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let bytes = hex::decode(s.trim()).map_err(|_| format!("secret file {} is not hex", path.display()))?;
+            <[u8; 32]>::try_from(bytes.as_slice())
+                .map_err(|_| format!("secret file {} must hold 32 bytes (64 hex digits)", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngCore;
+            use std::io::Write;
+            let mut secret = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut secret);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(path).map_err(|e| format!("cannot create secret file {}: {e}", path.display()))?;
+            f.write_all(hex::encode(secret).as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write secret file {}: {e}", path.display()))?;
+            log::info!("created a new server secret in {}", path.display());
+            Ok(secret)
+        }
+        Err(e) => Err(format!("cannot read secret file {}: {e}", path.display())),
+    }
+}

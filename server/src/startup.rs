@@ -1,0 +1,129 @@
+//! Wiring: opens the store, loads the settings, builds the actix server on a
+//! bound listener (port 0 in tests) and starts the sweeper.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+
+use crate::admin::{AdminState, Configured, LIFETIME_KEY, TIMEOUT_KEY};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::routes::{self, AppState};
+use crate::sessions::{self, IdentityConfig, Sessions};
+use crate::store::{Store, StoreOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Secret(String),
+    #[error("cannot create the database folder {0}: {1}")]
+    Folder(String, std::io::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// Opens the database and everything that lives as long as the process.
+pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<web::Data<AppState>, StartError> {
+    if let Some(dir) = settings.db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StartError::Folder(dir.display().to_string(), e))?;
+    }
+    let secret = sessions::load_or_create_secret(&settings.secret_file).map_err(StartError::Secret)?;
+    let opts = StoreOptions { commit_window: settings.commit_window, retention: settings.retention };
+    let store = Arc::new(Store::open(&settings.db, opts, clock.now())?);
+
+    // Values given in the configuration win over stored ones and are stored,
+    // so the admin API and the audit log show what is in force.
+    let stored = store.read_settings()?;
+    let mut configured =
+        Configured { timeout: stored.get(TIMEOUT_KEY).cloned(), lifetime: stored.get(LIFETIME_KEY).cloned() };
+    if let Some(t) = settings.timeout_s.map(|t| t.to_string()) {
+        if configured.timeout.as_deref() != Some(&t) {
+            let detail = format!("{TIMEOUT_KEY}: {} -> {t} (from the configuration)", configured.timeout.as_deref().unwrap_or("(unset)"));
+            store.set_setting(TIMEOUT_KEY, &t, &detail).await?;
+            configured.timeout = Some(t);
+        }
+    }
+    if let Some(l) = settings.absolute_lifetime_s.map(|l| l.unwrap_or(0).to_string()) {
+        if configured.lifetime.as_deref() != Some(&l) {
+            let detail = format!("{LIFETIME_KEY}: {} -> {l} (from the configuration)", configured.lifetime.as_deref().unwrap_or("(unset)"));
+            store.set_setting(LIFETIME_KEY, &l, &detail).await?;
+            configured.lifetime = Some(l);
+        }
+    }
+    let admin = AdminState::new(settings.admin_token.as_deref(), configured);
+    admin.apply(&store);
+
+    let identity = IdentityConfig {
+        session_info_url: settings.session_info_url.clone(),
+        cookie_name: settings.cookie_name.clone(),
+        lookup_timeout: settings.lookup_timeout,
+        public_recheck: settings.public_recheck,
+        unknown_retry: settings.public_recheck,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let sessions = Arc::new(Sessions::new(store, clock, metrics, identity, secret, settings.retention));
+    Ok(web::Data::new(AppState {
+        sessions,
+        cookie_name: settings.cookie_name.clone(),
+        login_url: settings.login_url.clone(),
+        logout_url: settings.logout_url.clone(),
+        base_path: settings.base_path.clone(),
+        admin,
+    }))
+}
+
+/// Binds the listener first, so callers (tests, the demo) learn the real
+/// port before the server runs.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))
+}
+
+/// Builds the HTTP server: the sidecar routes plus whatever `extra` mounts
+/// (the demo ERP). The returned server must be awaited or spawned.
+pub fn server<F>(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    workers: usize,
+    extra: F,
+) -> std::io::Result<actix_web::dev::Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    let server = HttpServer::new(move || {
+        let state = state.clone();
+        App::new()
+            .app_data(state.clone())
+            .configure(|c| routes::configure(c, state))
+            .configure(extra.clone())
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Ends overdue sessions in the background, every `interval`, on a thread of
+/// its own so that scanning many sessions never delays a request. The thread
+/// stops once the server's state is gone.
+pub fn spawn_sweeper(state: &web::Data<AppState>, interval: std::time::Duration) {
+    let sessions = Arc::downgrade(&state.sessions);
+    let spawned = std::thread::Builder::new().name("sweeper".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else { return };
+        rt.block_on(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(sessions) = sessions.upgrade() else { return };
+                sessions.sweep().await;
+            }
+        });
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start the sweeper thread: {e}; expiries are then recorded when a session is next seen");
+    }
+}

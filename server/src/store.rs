@@ -1,0 +1,673 @@
+//! `Store`: every session's state in memory, mirrored to one SQLite file.
+//!
+//! Hot paths (`auth`, `check`, `heartbeat`) read and update the in-memory
+//! shards only. All SQLite work happens on one writer thread, never on the
+//! async workers: heartbeats are group-committed (at most one commit per
+//! window), while endings (expiry, logout, revocation) and settings are
+//! committed at once and acknowledged only after the commit is durable
+//! (WAL with `synchronous=FULL`).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::policy::{EndReason, Millis, Policy, UserClass};
+
+/// A session's identity: HMAC-SHA-256 of its cookie value under the server
+/// secret. The raw cookie never reaches the store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey(pub [u8; 32]);
+
+impl SessionKey {
+    /// The short form shown to administrators and written to the audit log.
+    pub fn prefix(&self) -> String {
+        hex::encode(&self.0[..8])
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionKey({})", self.prefix())
+    }
+}
+
+/// Keys are HMAC outputs nobody can choose without the secret, so their first
+/// bytes are already a good hash; SipHash over 32 bytes would be wasted work.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its bytes, possibly after a length prefix.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+}
+
+type Shard = HashMap<SessionKey, Entry, BuildHasherDefault<KeyHasher>>;
+const SHARDS: usize = 16;
+
+/// One session as kept in memory (about 40 bytes plus its 32-byte key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub created: Millis,
+    pub last_activity: Millis,
+    /// When it ended; meaningful only when `end_reason` is set.
+    pub ended_at: Millis,
+    /// When to ask the ERP again who owns it; 0 when that is settled.
+    pub recheck_at: i64,
+    /// The ERP user id, 0 when unknown.
+    pub uid: i32,
+    pub class: UserClass,
+    pub end_reason: Option<EndReason>,
+}
+
+impl Entry {
+    pub fn new(now: Millis, class: UserClass, uid: i32, recheck_at: i64) -> Entry {
+        Entry { created: now, last_activity: now, ended_at: Millis(0), recheck_at, uid, class, end_reason: None }
+    }
+    pub fn is_ended(&self) -> bool {
+        self.end_reason.is_some()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("database {path} is not a usable session-timeout database: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("database {path} has schema version {found}, newer than this program's {supported}")]
+    TooNew { path: PathBuf, found: i64, supported: i64 },
+    #[error("the database could not store the change: {0}")]
+    Write(String),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("database read failed: {0}")]
+    Read(String),
+}
+
+/// An event in the audit log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at_ms: i64,
+    pub event: String,
+    pub key_prefix: Option<String>,
+    pub uid: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long heartbeats may wait to be committed together.
+    pub commit_window: Duration,
+    /// Ended sessions older than this are deleted (the audit log keeps them).
+    pub retention: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { commit_window: Duration::from_millis(250), retention: Duration::from_secs(30 * 86_400) }
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), StoreError>>;
+
+enum Write {
+    /// Last activity or identity changed; committed within the window.
+    Upsert(SessionKey, Entry),
+    /// The session ended; committed at once, then acknowledged.
+    End(SessionKey, Entry, Option<Ack>),
+    Setting { name: String, value: String, detail: String, ack: Ack },
+    Flush(Ack),
+}
+
+/// Counters the writer keeps for `/metrics` and the benchmarks.
+#[derive(Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub heartbeat_rows: AtomicU64,
+    pub failed_commits: AtomicU64,
+    /// Longest time a group-committed change waited, in microseconds, since start.
+    pub max_wait_us: AtomicU64,
+    /// Whether the last commit succeeded.
+    pub healthy: AtomicBool,
+}
+
+pub struct Store {
+    shards: Box<[Mutex<Shard>]>,
+    tx: Mutex<Option<mpsc::Sender<Write>>>,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    path: PathBuf,
+    /// The effective policy, read lock-free on every request.
+    timeout_ms: AtomicI64,
+    lifetime_ms: AtomicI64,
+    pub stats: Arc<WriterStats>,
+}
+
+const SCHEMA_VERSION: i64 = 1;
+const MIGRATIONS: &[&str] = &[
+    // version 1
+    "CREATE TABLE sessions (
+        key BLOB PRIMARY KEY NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_activity_ms INTEGER NOT NULL,
+        uid INTEGER NOT NULL DEFAULT 0,
+        class INTEGER NOT NULL,
+        verified INTEGER NOT NULL,
+        ended_ms INTEGER,
+        end_reason TEXT
+     ) WITHOUT ROWID;
+     CREATE INDEX sessions_ended ON sessions(ended_ms) WHERE ended_ms IS NOT NULL;
+     CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        key_prefix TEXT,
+        uid INTEGER,
+        detail TEXT
+     );
+     CREATE TABLE settings (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);",
+];
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding a shard cannot leave an Entry half-written (it is
+    // Copy and replaced whole), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens a connection with the pragmas every connection needs.
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, migrates it, loads every
+    /// session into memory and starts the writer thread.
+    pub fn open(path: &Path, opts: StoreOptions, now: Millis) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let corrupt = |e: rusqlite::Error| StoreError::Corrupt { path: path.to_path_buf(), detail: e.to_string() };
+        let mut conn = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE).map_err(open_err)?;
+        // A file that is not SQLite fails here, on its first read.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(corrupt)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!("database {} could not switch to WAL (journal_mode={mode})", path.display());
+        }
+        // FULL: a commit is on disk (WAL fsynced) before we acknowledge it.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(corrupt)?;
+        migrate(&mut conn, path)?;
+
+        let shards: Box<[Mutex<Shard>]> = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        {
+            let mut stmt = conn
+                .prepare("SELECT key, created_ms, last_activity_ms, uid, class, verified, ended_ms, end_reason FROM sessions")
+                .map_err(corrupt)?;
+            let mut rows = stmt.query([]).map_err(corrupt)?;
+            while let Some(row) = rows.next().map_err(corrupt)? {
+                let key: Vec<u8> = row.get(0).map_err(corrupt)?;
+                let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) else { continue };
+                let ended: Option<i64> = row.get(6).map_err(corrupt)?;
+                let reason: Option<String> = row.get(7).map_err(corrupt)?;
+                let verified: i64 = row.get(5).map_err(corrupt)?;
+                let entry = Entry {
+                    created: Millis(row.get(1).map_err(corrupt)?),
+                    last_activity: Millis(row.get(2).map_err(corrupt)?),
+                    uid: row.get::<_, i64>(3).map_err(corrupt)? as i32,
+                    class: UserClass::from_i64(row.get(4).map_err(corrupt)?),
+                    ended_at: Millis(ended.unwrap_or(0)),
+                    // An ended row with an unreadable reason stays ended.
+                    end_reason: ended.map(|_| reason.as_deref().and_then(EndReason::parse).unwrap_or(EndReason::Revoked)),
+                    recheck_at: if verified == 0 { now.0 } else { 0 },
+                };
+                let key = SessionKey(key);
+                lock(&shards[shard_of(&key)]).insert(key, entry);
+            }
+        }
+
+        let stats = Arc::new(WriterStats::default());
+        stats.healthy.store(true, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        let writer_stats = stats.clone();
+        let writer = thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || Writer { conn, rx, opts, stats: writer_stats }.run())
+            .map_err(|e| StoreError::Write(e.to_string()))?;
+
+        let policy = Policy::default();
+        Ok(Store {
+            shards,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            path: path.to_path_buf(),
+            timeout_ms: AtomicI64::new(policy.timeout_ms),
+            lifetime_ms: AtomicI64::new(0),
+            stats,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn policy(&self) -> Policy {
+        let life = self.lifetime_ms.load(Ordering::Relaxed);
+        Policy { timeout_ms: self.timeout_ms.load(Ordering::Relaxed), absolute_lifetime_ms: (life > 0).then_some(life) }
+    }
+
+    pub fn set_policy(&self, p: Policy) {
+        self.timeout_ms.store(p.timeout_ms, Ordering::Relaxed);
+        self.lifetime_ms.store(p.absolute_lifetime_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn get(&self, key: &SessionKey) -> Option<Entry> {
+        lock(&self.shards[shard_of(key)]).get(key).copied()
+    }
+
+    /// Runs `f` on the session's entry under its shard lock and returns what
+    /// `f` returns. `f` gets `None` for an unknown session and may create it.
+    /// Whatever `f` changed is queued for the writer: an ending is returned as
+    /// a receiver that resolves once it is durable.
+    pub fn update<R>(
+        &self,
+        key: &SessionKey,
+        f: impl FnOnce(&mut Option<Entry>) -> R,
+    ) -> (R, Option<oneshot::Receiver<Result<(), StoreError>>>) {
+        let mut shard = lock(&self.shards[shard_of(key)]);
+        let before = shard.get(key).copied();
+        let mut slot = before;
+        let r = f(&mut slot);
+        let mut durable = None;
+        match slot {
+            Some(after) if Some(after) != before => {
+                shard.insert(*key, after);
+                // Queue while still holding the lock so the writer sees
+                // changes of one session in the order they were made.
+                if after.is_ended() && before.map_or(true, |b| !b.is_ended()) {
+                    let (ack, rx) = oneshot::channel();
+                    self.send(Write::End(*key, after, Some(ack)));
+                    durable = Some(rx);
+                } else if after.class != UserClass::Public || after.is_ended() {
+                    // Public sessions are not timed: nothing worth a row.
+                    self.send(Write::Upsert(*key, after));
+                }
+            }
+            Some(_) => {}
+            None => {
+                shard.remove(key);
+            }
+        }
+        (r, durable)
+    }
+
+    fn send(&self, w: Write) {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = match tx.as_ref() {
+            Some(tx) => tx.send(w).err().map(|e| e.0),
+            None => Some(w),
+        };
+        if let Some(w) = failed {
+            let ack = match w {
+                Write::End(_, _, ack) => ack,
+                Write::Setting { ack, .. } | Write::Flush(ack) => Some(ack),
+                Write::Upsert(..) => None,
+            };
+            if let Some(ack) = ack {
+                let _ = ack.send(Err(StoreError::WriterGone));
+            }
+        }
+    }
+
+    /// Stores a setting durably and records it in the audit log.
+    pub async fn set_setting(&self, name: &str, value: &str, detail: &str) -> Result<(), StoreError> {
+        let (ack, rx) = oneshot::channel();
+        self.send(Write::Setting { name: name.into(), value: value.into(), detail: detail.into(), ack });
+        rx.await.unwrap_or(Err(StoreError::WriterGone))
+    }
+
+    /// Waits until every change queued so far is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (ack, rx) = oneshot::channel();
+        self.send(Write::Flush(ack));
+        rx.await.unwrap_or(Err(StoreError::WriterGone))
+    }
+
+    /// Stops the writer after it committed everything queued.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Visits every session, one shard lock at a time.
+    pub fn for_each(&self, mut f: impl FnMut(&SessionKey, &Entry)) {
+        for s in self.shards.iter() {
+            for (k, e) in lock(s).iter() {
+                f(k, e);
+            }
+        }
+    }
+
+    /// Removes sessions from memory for which `f` says so (under shard locks).
+    pub fn retain(&self, mut f: impl FnMut(&SessionKey, &Entry) -> bool) {
+        for s in self.shards.iter() {
+            lock(s).retain(|k, e| f(k, e));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads the stored settings (blocking; call off the async workers).
+    pub fn read_settings(&self) -> Result<HashMap<String, String>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare("SELECT name, value FROM settings").map_err(|e| StoreError::Read(e.to_string()))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<Result<HashMap<_, _>, _>>())
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        Ok(rows)
+    }
+
+    /// Reads audit events with id greater than `after`, oldest first
+    /// (blocking; call off the async workers).
+    pub fn read_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
+        let conn = self.reader()?;
+        let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
+        let mut stmt = conn
+            .prepare("SELECT id, at_ms, event, key_prefix, uid, detail FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2")
+            .map_err(read)?;
+        let rows = stmt
+            .query_map(params![after, limit], |r| {
+                Ok(AuditEvent { id: r.get(0)?, at_ms: r.get(1)?, event: r.get(2)?, key_prefix: r.get(3)?, uid: r.get(4)?, detail: r.get(5)? })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(read)?;
+        Ok(rows)
+    }
+
+    fn reader(&self) -> Result<Connection, StoreError> {
+        connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| StoreError::Read(e.to_string()))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn shard_of(key: &SessionKey) -> usize {
+    key.0[31] as usize % SHARDS
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt { path: path.to_path_buf(), detail: e.to_string() };
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(corrupt)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, supported: SCHEMA_VERSION });
+    }
+    if version == 0 {
+        // A version-0 file with tables in it belongs to something else.
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(corrupt)?;
+        if tables > 0 {
+            return Err(StoreError::Corrupt { path: path.to_path_buf(), detail: "it holds tables but no schema version".into() });
+        }
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction().map_err(corrupt)?;
+        tx.execute_batch(sql).map_err(corrupt)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(corrupt)?;
+        tx.commit().map_err(corrupt)?;
+    }
+    Ok(())
+}
+
+struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Write>,
+    opts: StoreOptions,
+    stats: Arc<WriterStats>,
+}
+
+/// Work waiting for the next commit.
+#[derive(Default)]
+struct Batch {
+    upserts: HashMap<SessionKey, Entry>,
+    ends: Vec<(SessionKey, Entry, Option<Ack>)>,
+    settings: Vec<(String, String, String, Ack)>,
+    flushes: Vec<Ack>,
+    /// When the oldest waiting heartbeat arrived.
+    since: Option<Instant>,
+}
+
+impl Batch {
+    fn urgent(&self) -> bool {
+        !self.ends.is_empty() || !self.settings.is_empty() || !self.flushes.is_empty()
+    }
+    fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && !self.urgent()
+    }
+    fn add(&mut self, w: Write) {
+        match w {
+            Write::Upsert(k, e) => {
+                self.upserts.insert(k, e);
+                self.since.get_or_insert_with(Instant::now);
+            }
+            Write::End(k, e, ack) => {
+                self.upserts.remove(&k);
+                self.ends.push((k, e, ack));
+            }
+            Write::Setting { name, value, detail, ack } => self.settings.push((name, value, detail, ack)),
+            Write::Flush(ack) => self.flushes.push(ack),
+        }
+    }
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Batch::default();
+        let mut last_purge = Instant::now();
+        let retry_pause = Duration::from_millis(500);
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let wait = match (batch.since, retry_at) {
+                (_, Some(t)) => t.saturating_duration_since(Instant::now()),
+                (Some(t), None) => self.opts.commit_window.saturating_sub(t.elapsed()),
+                (None, None) => Duration::from_secs(1),
+            };
+            let disconnected = match self.rx.recv_timeout(wait) {
+                Ok(w) => {
+                    batch.add(w);
+                    // Take whatever else is already queued into the same commit.
+                    while let Ok(w) = self.rx.try_recv() {
+                        batch.add(w);
+                    }
+                    false
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => false,
+                Err(mpsc::RecvTimeoutError::Disconnected) => true,
+            };
+            let window_over = batch.since.is_some_and(|t| t.elapsed() >= self.opts.commit_window);
+            let may_retry = retry_at.map_or(true, |t| Instant::now() >= t);
+            if !batch.is_empty() && may_retry && (batch.urgent() || window_over || disconnected) {
+                match self.commit(&mut batch) {
+                    Ok(()) => retry_at = None,
+                    Err(e) => {
+                        log::error!("database commit failed, will retry: {e}");
+                        retry_at = Some(Instant::now() + retry_pause);
+                    }
+                }
+            }
+            if disconnected {
+                if !batch.is_empty() {
+                    // One last try, so a clean shutdown loses nothing.
+                    let _ = self.commit(&mut batch);
+                }
+                return;
+            }
+            if last_purge.elapsed() > Duration::from_secs(60) {
+                last_purge = Instant::now();
+                if let Err(e) = self.purge() {
+                    log::warn!("purging old sessions failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: &mut Batch) -> Result<(), StoreError> {
+        let result = self.write(batch);
+        let ok = result.is_ok();
+        self.stats.healthy.store(ok, Ordering::Relaxed);
+        if ok {
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            self.stats.heartbeat_rows.fetch_add(batch.upserts.len() as u64, Ordering::Relaxed);
+            if let Some(t) = batch.since {
+                self.stats.max_wait_us.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            for (_, _, ack) in batch.ends.drain(..) {
+                if let Some(ack) = ack {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            for (_, _, _, ack) in batch.settings.drain(..) {
+                let _ = ack.send(Ok(()));
+            }
+            for ack in batch.flushes.drain(..) {
+                let _ = ack.send(Ok(()));
+            }
+            batch.upserts.clear();
+            batch.since = None;
+        } else {
+            self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+            let msg = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+            // Callers waiting for durability learn at once that it failed;
+            // the changes stay queued and are retried.
+            for (_, _, ack) in batch.ends.iter_mut() {
+                if let Some(ack) = ack.take() {
+                    let _ = ack.send(Err(StoreError::Write(msg.clone())));
+                }
+            }
+            for (_, _, _, ack) in batch.settings.drain(..) {
+                let _ = ack.send(Err(StoreError::Write(msg.clone())));
+            }
+            for ack in batch.flushes.drain(..) {
+                let _ = ack.send(Err(StoreError::Write(msg.clone())));
+            }
+        }
+        result
+    }
+
+    fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let err = |e: rusqlite::Error| StoreError::Write(e.to_string());
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO sessions (key, created_ms, last_activity_ms, uid, class, verified)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(key) DO UPDATE SET
+                        last_activity_ms = max(last_activity_ms, excluded.last_activity_ms),
+                        created_ms = excluded.created_ms,
+                        uid = excluded.uid, class = excluded.class, verified = excluded.verified
+                     WHERE ended_ms IS NULL",
+                )
+                .map_err(err)?;
+            for (k, e) in &batch.upserts {
+                upsert
+                    .execute(params![&k.0[..], e.created.0, e.last_activity.0, e.uid, e.class.to_i64(), (e.recheck_at == 0) as i64])
+                    .map_err(err)?;
+            }
+            let mut end = tx
+                .prepare_cached(
+                    "INSERT INTO sessions (key, created_ms, last_activity_ms, uid, class, verified, ended_ms, end_reason)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(key) DO UPDATE SET
+                        last_activity_ms = max(last_activity_ms, excluded.last_activity_ms),
+                        ended_ms = excluded.ended_ms, end_reason = excluded.end_reason
+                     WHERE ended_ms IS NULL",
+                )
+                .map_err(err)?;
+            let mut audit = tx
+                .prepare_cached("INSERT INTO audit (at_ms, event, key_prefix, uid, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(err)?;
+            for (k, e, _) in &batch.ends {
+                let reason = e.end_reason.unwrap_or(EndReason::Revoked);
+                let changed = end
+                    .execute(params![
+                        &k.0[..],
+                        e.created.0,
+                        e.last_activity.0,
+                        e.uid,
+                        e.class.to_i64(),
+                        (e.recheck_at == 0) as i64,
+                        e.ended_at.0,
+                        reason.as_str()
+                    ])
+                    .map_err(err)?;
+                if changed > 0 {
+                    let event = match reason {
+                        EndReason::IdleTimeout | EndReason::AbsoluteLifetime => "expired",
+                        EndReason::Logout => "logout",
+                        EndReason::Revoked => "revoked",
+                    };
+                    let uid = (e.uid != 0).then_some(e.uid as i64);
+                    audit
+                        .execute(params![e.ended_at.0, event, k.prefix(), uid, reason.as_str()])
+                        .map_err(err)?;
+                }
+            }
+            let mut set = tx
+                .prepare_cached("INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
+                .map_err(err)?;
+            for (name, value, detail, _) in &batch.settings {
+                set.execute(params![name, value]).map_err(err)?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                audit.execute(params![now, "setting_changed", None::<String>, None::<i64>, detail]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn purge(&mut self) -> rusqlite::Result<()> {
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+            - self.opts.retention.as_millis() as i64;
+        let n = self.conn.execute("DELETE FROM sessions WHERE ended_ms IS NOT NULL AND ended_ms < ?1", params![cutoff])?;
+        if n > 0 {
+            log::info!("purged {n} sessions that ended before the retention period");
+        }
+        Ok(())
+    }
+}
