@@ -3,7 +3,7 @@
 
 use std::sync::RwLock;
 
-use actix_web::http::{header, Method, StatusCode};
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -93,15 +93,15 @@ impl AdminState {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/api/v1/admin/settings", Method::GET, get_settings))
-        .service(
-            web::resource("/api/v1/admin/settings")
-                .route(web::put().to(put_settings))
-                .route(web::patch().to(put_settings)),
-        )
-        .service(resource("/api/v1/admin/sessions", Method::GET, list_sessions))
-        .service(resource("/api/v1/admin/sessions/{prefix}/revoke", Method::POST, revoke))
-        .service(resource("/api/v1/admin/audit", Method::GET, audit));
+    cfg.service(
+        resource("/api/v1/admin/settings", "GET, PUT or PATCH")
+            .route(web::get().to(get_settings))
+            .route(web::put().to(put_settings))
+            .route(web::patch().to(put_settings)),
+    )
+    .service(resource("/api/v1/admin/sessions", "GET").route(web::get().to(list_sessions)))
+    .service(resource("/api/v1/admin/sessions/{prefix}/revoke", "POST").route(web::post().to(revoke)))
+    .service(resource("/api/v1/admin/audit", "GET").route(web::get().to(audit)));
 }
 
 fn settings_body(st: &AppState) -> serde_json::Value {

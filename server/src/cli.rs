@@ -10,10 +10,10 @@ use crate::admin::{LIFETIME_KEY, TIMEOUT_KEY};
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOptions {
     /// Base URL of the running sidecar.
-    #[arg(long, env = "SESSION_TIMEOUT_URL", default_value = "http://127.0.0.1:8390/session-timeout")]
+    #[arg(long, global = true, env = "SESSION_TIMEOUT_URL", default_value = "http://127.0.0.1:8390/session-timeout")]
     pub url: String,
     /// File holding the admin token (or set SESSION_TIMEOUT_ADMIN_TOKEN).
-    #[arg(long, env = "SESSION_TIMEOUT_ADMIN_TOKEN_FILE")]
+    #[arg(long, global = true, env = "SESSION_TIMEOUT_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 }
 
@@ -148,6 +148,6 @@ mod tests {
     #[test]
     fn utc_formats() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");
-        assert_eq!(super::utc(1_795_000_000_000), "2026-11-18 09:46:40");
+        assert_eq!(super::utc(1_795_000_000_000), "2026-11-18 11:06:40");
     }
 }

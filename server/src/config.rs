@@ -24,10 +24,10 @@ pub struct RawOptions {
     pub db: Option<String>,
     /// Idle timeout in seconds, 1 to 2592000; stored as `activity_session_timeout_key`
     /// [default: the stored value, else 300].
-    #[arg(long, env = "SESSION_TIMEOUT_TIMEOUT")]
+    #[arg(long, env = "SESSION_TIMEOUT_TIMEOUT", allow_hyphen_values = true)]
     pub timeout: Option<String>,
     /// Absolute session lifetime in seconds, 0 (off) or 60 to 2592000 [default: the stored value, else 0].
-    #[arg(long, env = "SESSION_TIMEOUT_ABSOLUTE_LIFETIME")]
+    #[arg(long, env = "SESSION_TIMEOUT_ABSOLUTE_LIFETIME", allow_hyphen_values = true)]
     pub absolute_lifetime: Option<String>,
     /// Path prefix of every sidecar route [default: /session-timeout].
     #[arg(long, env = "SESSION_TIMEOUT_BASE_PATH")]
@@ -47,16 +47,16 @@ pub struct RawOptions {
     #[arg(long, env = "SESSION_TIMEOUT_LOGOUT_URL")]
     pub logout_url: Option<String>,
     /// Longest wait before heartbeats are committed together, 1 to 5000 ms [default: 250].
-    #[arg(long, env = "SESSION_TIMEOUT_COMMIT_WINDOW_MS")]
+    #[arg(long, env = "SESSION_TIMEOUT_COMMIT_WINDOW_MS", allow_hyphen_values = true)]
     pub commit_window_ms: Option<String>,
     /// Days to keep rows of ended sessions, 1 to 3650 (the audit log is kept) [default: 30].
-    #[arg(long, env = "SESSION_TIMEOUT_RETENTION_DAYS")]
+    #[arg(long, env = "SESSION_TIMEOUT_RETENTION_DAYS", allow_hyphen_values = true)]
     pub retention_days: Option<String>,
     /// Seconds before a public session is looked up again, 1 to 86400 [default: 30].
-    #[arg(long, env = "SESSION_TIMEOUT_PUBLIC_RECHECK_S")]
+    #[arg(long, env = "SESSION_TIMEOUT_PUBLIC_RECHECK_S", allow_hyphen_values = true)]
     pub public_recheck_s: Option<String>,
     /// Timeout of a lookup at the ERP, 50 to 60000 ms [default: 2000].
-    #[arg(long, env = "SESSION_TIMEOUT_LOOKUP_TIMEOUT_MS")]
+    #[arg(long, env = "SESSION_TIMEOUT_LOOKUP_TIMEOUT_MS", allow_hyphen_values = true)]
     pub lookup_timeout_ms: Option<String>,
     /// File holding the admin API bearer token (or set SESSION_TIMEOUT_ADMIN_TOKEN).
     /// Without a token the admin routes are off.
@@ -66,7 +66,7 @@ pub struct RawOptions {
     #[arg(long, env = "SESSION_TIMEOUT_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
     /// HTTP worker threads, 1 to 64 [default: number of CPUs].
-    #[arg(long, env = "SESSION_TIMEOUT_WORKERS")]
+    #[arg(long, env = "SESSION_TIMEOUT_WORKERS", allow_hyphen_values = true)]
     pub workers: Option<String>,
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::Service as _;
-use actix_web::http::{header, Method, StatusCode};
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
@@ -51,39 +51,28 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 res
             }
         })
-        .service(resource("/api/v1/heartbeat", Method::POST, heartbeat))
-        .service(resource("/api/v1/check", Method::GET, check))
-        .service(resource("/api/v1/logout", Method::POST, logout))
-        .service(resource("/api/v1/auth", Method::GET, auth))
-        .service(resource("/api/v1/config", Method::GET, config))
-        .service(resource("/healthz", Method::GET, healthz))
-        .service(resource("/metrics", Method::GET, metrics_text))
+        .service(resource("/api/v1/heartbeat", "POST").route(web::post().to(heartbeat)))
+        .service(resource("/api/v1/check", "GET").route(web::get().to(check)))
+        .service(resource("/api/v1/logout", "POST").route(web::post().to(logout)))
+        // HEAD too: some proxies probe forward-auth with it.
+        .service(resource("/api/v1/auth", "GET").route(web::get().to(auth)).route(web::head().to(auth)))
+        .service(resource("/api/v1/config", "GET").route(web::get().to(config)))
+        .service(resource("/healthz", "GET").route(web::get().to(healthz)).route(web::head().to(healthz)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics_text)))
         .configure(admin::configure)
         .default_service(web::to(not_found));
     cfg.service(scope);
 }
 
-/// One route with a JSON 405 for other methods (HEAD is served where GET is).
-pub fn resource<F, Args>(path: &str, method: Method, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    let allowed = method.to_string();
-    let mut r = web::resource(path).route(web::method(method.clone()).to(handler.clone()));
-    if method == Method::GET {
-        r = r.route(web::head().to(handler));
-    }
-    r.default_service(web::to(move |req: HttpRequest| {
-        let allowed = allowed.clone();
-        async move {
-            Err::<HttpResponse, _>(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{} is not allowed on {}; use {allowed}", req.method(), req.path()),
-            ))
-        }
+/// A resource whose other methods get a JSON 405 naming the allowed ones;
+/// the caller adds the routes.
+pub fn resource(path: &str, allowed: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        Err::<HttpResponse, _>(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not allowed on {}; use {allowed}", req.method(), req.path()),
+        ))
     }))
 }
 

@@ -1,0 +1,113 @@
+use crate::helpers::*;
+
+#[actix_rt::test]
+async fn a_restart_keeps_active_sessions_active_and_ended_ones_ended() {
+    let app = spawn_app().await;
+    let active = app.login("admin").await;
+    let logged_out = app.login("admin").await;
+    let expired = app.login("admin").await;
+    let portal = app.login("portal").await;
+    for c in [&active, &logged_out, &expired, &portal] {
+        app.check(c).await;
+    }
+    app.advance(40.0);
+    app.heartbeat(&active, 0).await;
+    app.logout(&logged_out).await;
+    app.advance(25.0);
+    assert_eq!(state_of(&app.check(&expired).await), "expired");
+    let (dir, clock, tmp) = app.stop().await;
+
+    let app = spawn_in(&dir, Options::default(), clock).await;
+    let r = app.check(&active).await;
+    assert_eq!((state_of(&r), r.body["remaining_ms"].as_i64()), ("active", Some(35_000)), "{}", r.text);
+    assert_eq!(state_of(&app.check(&logged_out).await), "expired");
+    assert_eq!(state_of(&app.heartbeat(&expired, 0).await), "expired");
+    assert_eq!(state_of(&app.check(&portal).await), "exempt", "the owner is remembered across restarts");
+    assert_eq!(app.auth(&logged_out).await.status, 401);
+    drop(tmp);
+}
+
+#[actix_rt::test]
+async fn a_clock_jumping_back_does_not_revive_an_ended_session() {
+    let app = spawn_app().await;
+    let c = app.login("admin").await;
+    app.check(&c).await;
+    app.advance(61.0);
+    assert_eq!(state_of(&app.check(&c).await), "expired");
+    app.advance(-3600.0);
+    assert_eq!(state_of(&app.heartbeat(&c, 0).await), "expired");
+    assert_eq!(app.auth(&c).await.status, 401);
+    // And after a restart with the clock still behind.
+    let (dir, clock, tmp) = app.stop().await;
+    let app = spawn_in(&dir, Options::default(), clock).await;
+    assert_eq!(app.auth(&c).await.status, 401);
+    drop(tmp);
+}
+
+#[actix_rt::test]
+async fn the_raw_cookie_value_is_nowhere_in_the_database_files() {
+    let app = spawn_app().await;
+    let cookies = [app.login("admin").await, app.login("portal").await, app.login("admin").await];
+    for c in &cookies {
+        app.heartbeat(c, 0).await;
+    }
+    app.logout(&cookies[2]).await;
+    app.flush().await;
+    let (dir, _, tmp) = app.stop().await;
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        checked += bytes.len();
+        for c in &cookies {
+            assert!(!bytes.windows(c.len()).any(|w| w == c.as_bytes()), "cookie found in {}", path.display());
+            // Nor its bytes in binary form.
+            let raw = hex::decode(c).unwrap();
+            assert!(!bytes.windows(raw.len()).any(|w| w == raw.as_slice()), "cookie bytes found in {}", path.display());
+        }
+    }
+    assert!(checked > 4096, "the database was written");
+    drop(tmp);
+}
+
+#[actix_rt::test]
+async fn heartbeats_are_group_committed_not_one_fsync_each() {
+    let app = spawn_app().await;
+    let c = app.login("admin").await;
+    app.check(&c).await;
+    app.flush().await;
+    let before = app.state.sessions.store.stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..200 {
+        assert_eq!(state_of(&app.heartbeat(&c, 0).await), "active");
+    }
+    app.flush().await;
+    let commits = app.state.sessions.store.stats.commits.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(commits >= 1 && commits < 20, "{commits} commits for 200 heartbeats");
+    // The last heartbeat is on disk after the flush.
+    let conn = rusqlite::Connection::open(app.dir.join("sessions.db")).unwrap();
+    let last: i64 = conn.query_row("SELECT last_activity_ms FROM sessions", [], |r| r.get(0)).unwrap();
+    assert_eq!(last, app.clock_now());
+}
+
+#[actix_rt::test]
+async fn a_file_that_is_not_a_database_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("sessions.db");
+    std::fs::write(&db, b"this is not sqlite, it is a text file that somebody put here by mistake".repeat(100)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--session-info-url", "none", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a usable session-timeout database"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+impl TestApp {
+    fn clock_now(&self) -> i64 {
+        use session_timeout::clock::Clock;
+        self.clock.now().0
+    }
+}

@@ -1,0 +1,167 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use session_timeout::clock::ManualClock;
+use session_timeout::config::RawOptions;
+use session_timeout::demo::DemoErp;
+use session_timeout::routes::AppState;
+use session_timeout::startup;
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct Options {
+    pub timeout: Option<&'static str>,
+    pub lifetime: Option<&'static str>,
+    pub admin_token: bool,
+    /// `None`: the app's own demo ERP; `Some(url)`: that URL.
+    pub session_info_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { timeout: Some("60"), lifetime: None, admin_token: true, session_info_url: None }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub root: String,
+    pub clock: Arc<ManualClock>,
+    pub state: web::Data<AppState>,
+    pub dir: PathBuf,
+    handle: actix_web::dev::ServerHandle,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+pub async fn spawn_with(opts: Options) -> TestApp {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let mut app = spawn_in(&dir, opts, Arc::new(ManualClock::new())).await;
+    app._tmp = Some(tmp);
+    app
+}
+
+/// Starts the app on an existing folder (for restart tests).
+pub async fn spawn_in(dir: &Path, opts: Options, clock: Arc<ManualClock>) -> TestApp {
+    let listener = startup::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let root = format!("http://{addr}");
+    let raw = RawOptions {
+        db: Some(dir.join("sessions.db").display().to_string()),
+        timeout: opts.timeout.map(String::from),
+        absolute_lifetime: opts.lifetime.map(String::from),
+        session_info_url: Some(opts.session_info_url.unwrap_or_else(|| format!("{root}/web/session/get_session_info"))),
+        lookup_timeout_ms: Some("1000".into()),
+        ..Default::default()
+    };
+    let mut settings = raw.resolve("127.0.0.1:0").unwrap();
+    settings.admin_token = opts.admin_token.then(|| TOKEN.to_string());
+    let state = startup::open_state(&settings, clock.clone()).await.unwrap();
+    let www = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../www");
+    let erp = DemoErp::new(www);
+    let server = startup::server(listener, state.clone(), 1, move |c| erp.configure(c)).unwrap();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    TestApp { base: format!("{root}/session-timeout"), root, clock, state, dir: dir.to_path_buf(), handle, _tmp: None }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: serde_json::Value,
+    pub text: String,
+}
+
+fn client() -> awc::Client {
+    awc::Client::builder().disable_redirects().timeout(Duration::from_secs(10)).finish()
+}
+
+impl TestApp {
+    /// Stops the server and closes the store (everything queued is committed).
+    pub async fn stop(self) -> (PathBuf, Arc<ManualClock>, Option<tempfile::TempDir>) {
+        self.handle.stop(true).await;
+        self.state.sessions.store.close();
+        (self.dir, self.clock, self._tmp)
+    }
+
+    pub fn advance(&self, secs: f64) {
+        self.clock.advance_ms((secs * 1000.0) as i64);
+    }
+
+    /// Logs in through the demo ERP's form; returns the session cookie value.
+    pub async fn login(&self, user: &str) -> String {
+        let resp = client()
+            .post(format!("{}/web/login", self.root))
+            .send_form(&[("login", user), ("password", user)])
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 303, "login as {user}");
+        let set = resp.headers().get("set-cookie").expect("login sets a cookie").to_str().unwrap().to_string();
+        set.split(';').next().unwrap().strip_prefix("session_id=").unwrap().to_string()
+    }
+
+    pub async fn request(&self, method: &str, url: &str, cookie: Option<&str>, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+        let c = client();
+        let mut req = c.request(method.parse().unwrap(), url);
+        if let Some(v) = cookie {
+            req = req.insert_header(("Cookie", format!("session_id={v}")));
+        }
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        let mut resp = match body {
+            Some(b) => req.send_body(b.to_string()).await.unwrap(),
+            None => req.send().await.unwrap(),
+        };
+        let bytes = resp.body().limit(16 * 1024 * 1024).await.unwrap();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        Reply {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            text,
+        }
+    }
+
+    pub async fn heartbeat(&self, cookie: &str, idle_ms: u64) -> Reply {
+        let body = format!("{{\"idle_ms\":{idle_ms}}}");
+        self.request("POST", &self.api("heartbeat"), Some(cookie), &[("Content-Type", "application/json")], Some(&body)).await
+    }
+
+    pub async fn check(&self, cookie: &str) -> Reply {
+        self.request("GET", &self.api("check"), Some(cookie), &[], None).await
+    }
+
+    pub async fn auth(&self, cookie: &str) -> Reply {
+        self.request("GET", &self.api("auth"), Some(cookie), &[], None).await
+    }
+
+    pub async fn logout(&self, cookie: &str) -> Reply {
+        self.request("POST", &self.api("logout"), Some(cookie), &[("Content-Type", "application/json")], Some("{}")).await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        let auth = format!("Bearer {TOKEN}");
+        let url = format!("{}/api/v1/admin/{path}", self.base);
+        self.request(method, &url, None, &[("Authorization", &auth), ("Content-Type", "application/json")], body).await
+    }
+
+    pub fn api(&self, route: &str) -> String {
+        format!("{}/api/v1/{route}", self.base)
+    }
+
+    /// Waits until every queued change is on disk.
+    pub async fn flush(&self) {
+        self.state.sessions.store.flush().await.unwrap();
+    }
+}
+
+pub fn state_of(r: &Reply) -> &str {
+    r.body["state"].as_str().unwrap_or("(none)")
+}
