@@ -1,0 +1,55 @@
+# Auto Session Timeout. `make run` starts the demo, `make test` runs every test.
+# Each target provisions what it needs (apt packages, the wasm toolchain, npm
+# packages) and skips what is already there; the logic lives in scripts/.
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+BIN      := target/release/session-timeout
+BIND     ?= 127.0.0.1:8080
+TIMEOUT  ?= 60
+DB       ?= data/demo.db
+
+.PHONY: all build server wasm run test test-server test-client test-wasm test-e2e size tools clean
+
+all: build
+
+## build: the server binary and the wasm bundle under www/pkg/
+build: server wasm
+
+server:
+	cargo build --release --locked -p session-timeout-server
+
+wasm:
+	scripts/build-wasm.sh
+
+## run: build, then start the demo ERP with the sidecar on an embedded SQLite file
+run: build
+	@mkdir -p data
+	$(BIN) demo --bind $(BIND) --db $(DB) --timeout $(TIMEOUT) --www www
+
+## test: every test, browser tests included
+test: tools build test-server test-client test-wasm test-e2e
+
+test-server:
+	cargo test --locked -p session-timeout-server
+
+test-client:
+	cargo test --locked -p session-timeout-client
+
+test-wasm:
+	scripts/test-wasm.sh
+
+test-e2e: tools build
+	cd tests/e2e && node --test --test-concurrency=1 --test-reporter=spec
+
+## size: raw and gzip -9 sizes of the browser bundle
+size: wasm
+	scripts/size.sh
+
+tools:
+	scripts/ensure-tools.sh
+
+clean:
+	cargo clean
+	rm -rf www/pkg
