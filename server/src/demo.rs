@@ -48,13 +48,22 @@ impl DemoUser {
 pub struct DemoErp {
     sessions: Arc<Mutex<HashMap<String, DemoUser>>>,
     www: PathBuf,
+    /// Whether the ERP pages ask the embedded sidecar before showing.
+    enforce: bool,
 }
 
 const COOKIE: &str = "session_id";
 
 impl DemoErp {
     pub fn new(www: PathBuf) -> DemoErp {
-        DemoErp { sessions: Arc::default(), www }
+        DemoErp { sessions: Arc::default(), www, enforce: true }
+    }
+
+    /// With `false` the pages are served like a plain ERP's: only a reverse
+    /// proxy in front enforces the timeout.
+    pub fn enforce(mut self, on: bool) -> DemoErp {
+        self.enforce = on;
+        self
     }
 
     /// Mounts the demo ERP's routes.
@@ -155,7 +164,10 @@ async fn login(form: web::Form<LoginForm>, erp: web::Data<DemoErp>) -> HttpRespo
 
 /// What the sidecar says about this browser's session, asked in process the
 /// way a reverse proxy's forward-auth would (never counts as activity).
-async fn sidecar_allows(req: &HttpRequest, st: &AppState) -> bool {
+async fn sidecar_allows(req: &HttpRequest, erp: &DemoErp, st: &AppState) -> bool {
+    if !erp.enforce {
+        return true;
+    }
     match cookie_value(req, &st.cookie_name) {
         None => true,
         Some(c) => !matches!(st.sessions.answer(c, Op::Auth).await, Answer::Ended(_)),
@@ -181,7 +193,7 @@ async fn backoffice(req: HttpRequest, erp: web::Data<DemoErp>, st: web::Data<App
     let Some((_, user)) = erp.user(&req) else {
         return see_other(&format!("/web/login?redirect={}", urlencode(req.path())));
     };
-    if !sidecar_allows(&req, &st).await {
+    if !sidecar_allows(&req, &erp, &st).await {
         return see_other(&st.logout_url);
     }
     if user != DemoUser::Admin {
@@ -194,7 +206,7 @@ async fn portal(req: HttpRequest, erp: web::Data<DemoErp>, st: web::Data<AppStat
     if erp.user(&req).is_none() {
         return see_other("/web/login?redirect=%2Fmy");
     }
-    if !sidecar_allows(&req, &st).await {
+    if !sidecar_allows(&req, &erp, &st).await {
         return see_other(&st.logout_url);
     }
     page(&req, &erp, "my.html").await

@@ -28,6 +28,10 @@ enum Cmd {
         /// Folder with the web assets (the wasm client and the demo pages).
         #[arg(long, env = "SESSION_TIMEOUT_WWW", default_value = "www")]
         www: PathBuf,
+        /// Serve the ERP pages without asking the embedded sidecar, like a plain
+        /// ERP, so that a reverse proxy in front is the only gate (proxy tests).
+        #[arg(long)]
+        no_enforce: bool,
     },
     /// Read or change settings of the running sidecar.
     Settings {
@@ -51,7 +55,7 @@ fn main() {
     let code = actix_rt::System::new().block_on(async move {
         match cli.cmd {
             Cmd::Serve(opts) => run(resolve(opts, "127.0.0.1:8390"), None).await,
-            Cmd::Demo { opts, www } => run(resolve(opts, "127.0.0.1:8080"), Some(www)).await,
+            Cmd::Demo { opts, www, no_enforce } => run(resolve(opts, "127.0.0.1:8080"), Some((www, !no_enforce))).await,
             Cmd::Settings { cmd, client } => finish(cli::settings(client, cmd).await),
             Cmd::Sessions { cmd, client } => finish(cli::sessions(client, cmd).await),
         }
@@ -76,7 +80,7 @@ fn finish(r: Result<(), cli::Failure>) -> i32 {
     }
 }
 
-async fn run(mut settings: Settings, demo_www: Option<PathBuf>) -> i32 {
+async fn run(mut settings: Settings, demo: Option<(PathBuf, bool)>) -> i32 {
     let listener = match startup::bind(settings.bind) {
         Ok(l) => l,
         Err(e) => {
@@ -85,7 +89,7 @@ async fn run(mut settings: Settings, demo_www: Option<PathBuf>) -> i32 {
         }
     };
     let addr = listener.local_addr().unwrap_or(settings.bind);
-    if demo_www.is_some() {
+    if demo.is_some() {
         // The demo ERP answers the session-info lookups itself.
         settings.session_info_url = Some(format!("http://{addr}/web/session/get_session_info"));
     }
@@ -98,9 +102,9 @@ async fn run(mut settings: Settings, demo_www: Option<PathBuf>) -> i32 {
     };
     startup::spawn_sweeper(&state, settings.sweep_interval);
     let policy = state.sessions.store.policy();
-    let server = match demo_www {
-        Some(www) => {
-            let erp = DemoErp::new(www);
+    let server = match demo {
+        Some((www, enforce)) => {
+            let erp = DemoErp::new(www).enforce(enforce);
             println!("Demo ERP with the session timeout ({} s idle) at http://{addr}/web/login", policy.timeout_s());
             println!("  users: admin/admin (internal, timed out), portal/portal (portal, exempt); Ctrl-C stops");
             startup::server(listener, state.clone(), settings.workers, move |c| erp.configure(c))
