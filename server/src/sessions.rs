@@ -72,9 +72,7 @@ impl Sessions {
 
     /// The keyed hash that stands for a cookie value everywhere we store.
     pub fn key(&self, cookie_value: &str) -> SessionKey {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        mac.update(cookie_value.as_bytes());
-        SessionKey(mac.finalize().into_bytes().into())
+        key_for(&self.secret, cookie_value)
     }
 
     /// Answers a heartbeat, check or auth for the session behind `cookie_value`.
@@ -271,6 +269,13 @@ impl Sessions {
             }
         });
     }
+}
+
+/// HMAC-SHA-256 of a cookie value under the server secret.
+pub fn key_for(secret: &[u8; 32], cookie_value: &str) -> SessionKey {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(cookie_value.as_bytes());
+    SessionKey(mac.finalize().into_bytes().into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,8 +60,26 @@ impl Hasher for KeyHasher {
     }
 }
 
-type Shard = HashMap<SessionKey, Entry, BuildHasherDefault<KeyHasher>>;
+type Map = HashMap<SessionKey, Slot, BuildHasherDefault<KeyHasher>>;
 const SHARDS: usize = 16;
+
+/// A part of the session table with its own lock. Changes waiting for the
+/// next group commit are listed in `dirty`, under the same lock the change
+/// already holds, so a heartbeat costs no extra lock, message or wake-up.
+#[derive(Default)]
+struct Shard {
+    map: Map,
+    dirty: Vec<SessionKey>,
+    /// When the oldest entry of `dirty` was queued.
+    dirty_since: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    entry: Entry,
+    /// Whether the key is in its shard's `dirty` list.
+    queued: bool,
+}
 
 /// One session as kept in memory (about 40 bytes plus its 32-byte key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,8 +150,6 @@ impl Default for StoreOptions {
 type Ack = oneshot::Sender<Result<(), StoreError>>;
 
 enum Write {
-    /// Last activity or identity changed; committed within the window.
-    Upsert(SessionKey, Entry),
     /// The session ended; committed at once, then acknowledged.
     End(SessionKey, Entry, Option<Ack>),
     Setting { name: String, value: String, detail: String, ack: Ack },
@@ -153,7 +169,7 @@ pub struct WriterStats {
 }
 
 pub struct Store {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Arc<[Mutex<Shard>]>,
     tx: Mutex<Option<mpsc::Sender<Write>>>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
     path: PathBuf,
@@ -218,7 +234,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL").map_err(corrupt)?;
         migrate(&mut conn, path)?;
 
-        let shards: Box<[Mutex<Shard>]> = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        let shards: Arc<[Mutex<Shard>]> = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
         {
             let mut stmt = conn
                 .prepare("SELECT key, created_ms, last_activity_ms, uid, class, verified, ended_ms, end_reason FROM sessions")
@@ -241,7 +257,7 @@ impl Store {
                     recheck_at: if verified == 0 { now.0 } else { 0 },
                 };
                 let key = SessionKey(key);
-                lock(&shards[shard_of(&key)]).insert(key, entry);
+                lock(&shards[shard_of(&key)]).map.insert(key, Slot { entry, queued: false });
             }
         }
 
@@ -249,9 +265,10 @@ impl Store {
         stats.healthy.store(true, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         let writer_stats = stats.clone();
+        let writer_shards = shards.clone();
         let writer = thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || Writer { conn, rx, opts, stats: writer_stats }.run())
+            .spawn(move || Writer { conn, rx, opts, stats: writer_stats, shards: writer_shards }.run())
             .map_err(|e| StoreError::Write(e.to_string()))?;
 
         let policy = Policy::default();
@@ -281,7 +298,7 @@ impl Store {
     }
 
     pub fn get(&self, key: &SessionKey) -> Option<Entry> {
-        lock(&self.shards[shard_of(key)]).get(key).copied()
+        lock(&self.shards[shard_of(key)]).map.get(key).map(|s| s.entry)
     }
 
     /// Runs `f` on the session's entry under its shard lock and returns what
@@ -293,29 +310,35 @@ impl Store {
         key: &SessionKey,
         f: impl FnOnce(&mut Option<Entry>) -> R,
     ) -> (R, Option<oneshot::Receiver<Result<(), StoreError>>>) {
-        let mut shard = lock(&self.shards[shard_of(key)]);
-        let before = shard.get(key).copied();
-        let mut slot = before;
+        let mut guard = lock(&self.shards[shard_of(key)]);
+        let shard = &mut *guard;
+        let before = shard.map.get(key).copied();
+        let mut slot = before.map(|s| s.entry);
         let r = f(&mut slot);
         let mut durable = None;
-        match slot {
-            Some(after) if Some(after) != before => {
-                shard.insert(*key, after);
-                // Queue while still holding the lock so the writer sees
-                // changes of one session in the order they were made.
-                if after.is_ended() && before.map_or(true, |b| !b.is_ended()) {
+        match (slot, before) {
+            (Some(after), Some(b)) if after == b.entry => {}
+            (Some(after), _) => {
+                let was_ended = before.is_some_and(|b| b.entry.is_ended());
+                let mut queued = before.is_some_and(|b| b.queued);
+                if after.is_ended() && !was_ended {
+                    // Sent while still holding the lock, so the writer sees
+                    // the ending after every earlier change of this session.
                     let (ack, rx) = oneshot::channel();
                     self.send(Write::End(*key, after, Some(ack)));
                     durable = Some(rx);
-                } else if after.class != UserClass::Public || after.is_ended() {
+                } else if !queued && !after.is_ended() && after.class != UserClass::Public {
                     // Public sessions are not timed: nothing worth a row.
-                    self.send(Write::Upsert(*key, after));
+                    queued = true;
+                    shard.dirty.push(*key);
+                    shard.dirty_since.get_or_insert_with(Instant::now);
                 }
+                shard.map.insert(*key, Slot { entry: after, queued });
             }
-            Some(_) => {}
-            None => {
-                shard.remove(key);
+            (None, Some(_)) => {
+                shard.map.remove(key);
             }
+            (None, None) => {}
         }
         (r, durable)
     }
@@ -330,7 +353,6 @@ impl Store {
             let ack = match w {
                 Write::End(_, _, ack) => ack,
                 Write::Setting { ack, .. } | Write::Flush(ack) => Some(ack),
-                Write::Upsert(..) => None,
             };
             if let Some(ack) = ack {
                 let _ = ack.send(Err(StoreError::WriterGone));
@@ -363,8 +385,8 @@ impl Store {
     /// Visits every session, one shard lock at a time.
     pub fn for_each(&self, mut f: impl FnMut(&SessionKey, &Entry)) {
         for s in self.shards.iter() {
-            for (k, e) in lock(s).iter() {
-                f(k, e);
+            for (k, slot) in lock(s).map.iter() {
+                f(k, &slot.entry);
             }
         }
     }
@@ -372,12 +394,12 @@ impl Store {
     /// Removes sessions from memory for which `f` says so (under shard locks).
     pub fn retain(&self, mut f: impl FnMut(&SessionKey, &Entry) -> bool) {
         for s in self.shards.iter() {
-            lock(s).retain(|k, e| f(k, e));
+            lock(s).map.retain(|k, slot| f(k, &slot.entry));
         }
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(s).map.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -454,6 +476,7 @@ struct Writer {
     rx: mpsc::Receiver<Write>,
     opts: StoreOptions,
     stats: Arc<WriterStats>,
+    shards: Arc<[Mutex<Shard>]>,
 }
 
 /// Work waiting for the next commit.
@@ -476,10 +499,6 @@ impl Batch {
     }
     fn add(&mut self, w: Write) {
         match w {
-            Write::Upsert(k, e) => {
-                self.upserts.insert(k, e);
-                self.since.get_or_insert_with(Instant::now);
-            }
             Write::End(k, e, ack) => {
                 self.upserts.remove(&k);
                 self.ends.push((k, e, ack));
@@ -500,9 +519,13 @@ impl Writer {
             let wait = match (batch.since, retry_at) {
                 (_, Some(t)) => t.saturating_duration_since(Instant::now()),
                 (Some(t), None) => self.opts.commit_window.saturating_sub(t.elapsed()),
-                (None, None) => Duration::from_secs(1),
+                // Heartbeats do not wake the writer: it looks for them once per window.
+                (None, None) => self.opts.commit_window,
             };
-            let disconnected = match self.rx.recv_timeout(wait) {
+            let received = self.rx.recv_timeout(wait);
+            // Whatever heartbeats are waiting join this batch.
+            self.collect_dirty(&mut batch);
+            let disconnected = match received {
                 Ok(w) => {
                     batch.add(w);
                     // Take whatever else is already queued into the same commit.
@@ -536,6 +559,29 @@ impl Writer {
                 last_purge = Instant::now();
                 if let Err(e) = self.purge() {
                     log::warn!("purging old sessions failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Moves the changes queued in the shards into the batch.
+    fn collect_dirty(&self, batch: &mut Batch) {
+        for s in self.shards.iter() {
+            let mut guard = lock(s);
+            let shard = &mut *guard;
+            if shard.dirty.is_empty() {
+                continue;
+            }
+            if let Some(t) = shard.dirty_since.take() {
+                batch.since = Some(batch.since.map_or(t, |b| b.min(t)));
+            }
+            for key in shard.dirty.drain(..) {
+                if let Some(slot) = shard.map.get_mut(&key) {
+                    slot.queued = false;
+                    // An ended session is written by its End message.
+                    if !slot.entry.is_ended() {
+                        batch.upserts.insert(key, slot.entry);
+                    }
                 }
             }
         }
