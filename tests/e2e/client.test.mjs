@@ -65,17 +65,37 @@ test('3. a hidden tab sends no heartbeats, expires, and shows the login page whe
     await login(page, demo, 'admin');
     await clientReady(page);
     await keepMoving(page, 1500);
+    // Read now: once the session ends, the ERP logout clears the cookie.
+    const cookie = await sessionCookie(context);
     await setHidden(page, true);
     await sleep(300); // a heartbeat already in flight may land
     const before = await heartbeatsAtServer(demo);
     // Input the page still receives while hidden must not turn into heartbeats.
     await keepMoving(page, 5000);
     assert.equal(await heartbeatsAtServer(demo), before, 'no heartbeat while hidden');
-    const cookie = await sessionCookie(context);
     await waitFor(async () => (await serverCheck(demo, cookie)).state === 'expired', { timeoutMs: 3000, what: 'expiry' });
     await setHidden(page, false);
     const took = await waitFor(() => onLoginPage(page), { timeoutMs: 3000, what: 'the login page' });
     assert.ok(took < 1000, `straight to the login page on becoming visible (${took} ms)`);
+  }));
+
+test('3b. a session ended elsewhere while the tab was hidden: the login page as soon as it is visible', () =>
+  withDemo({ timeout: 30 }, async ({ demo, context, dialogs }) => {
+    // A long timeout, so the client's own deadline timer cannot be what
+    // sends the user away: only the check on becoming visible can.
+    const page = await newPage(context, dialogs);
+    await login(page, demo, 'admin');
+    await clientReady(page);
+    const cookie = await sessionCookie(context);
+    await setHidden(page, true);
+    const r = await fetch(`${demo.url}/session-timeout/api/v1/logout`, {
+      method: 'POST', headers: { cookie: `session_id=${cookie}`, 'content-type': 'application/json' }, body: '{}' });
+    assert.equal((await r.json()).state, 'expired');
+    await sleep(1500);
+    assert.ok(onBackOffice(page), 'nothing happens while hidden and before the deadline');
+    await setHidden(page, false);
+    const took = await waitFor(() => onLoginPage(page), { timeoutMs: 3000, what: 'the login page' });
+    assert.ok(took < 1000, `on the login page within a second of becoming visible (${took} ms)`);
   }));
 
 test('4. browser closed, reopened with the same cookie after the timeout: login page', () =>

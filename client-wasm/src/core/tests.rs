@@ -1,0 +1,860 @@
+//! Host tests of the core with a fake clock, a fake server that enforces the
+//! timeout from reported activity (as the real sidecar does), and a fake
+//! browser that routes messages between tabs and keeps the shared claim.
+
+use super::*;
+use alloc::vec::Vec;
+
+const T0: Millis = Millis(1_700_000_000_000);
+const TIMEOUT: u64 = 300_000;
+const INTERVAL: u64 = 60_000;
+fn config(timeout_ms: u64, interval: Option<u64>) -> Reply {
+    Reply::Config {
+        timeout_ms,
+        heartbeat_interval_ms: interval,
+    }
+}
+
+fn drain(core: &mut Core) -> Vec<Action> {
+    core::iter::from_fn(|| core.poll_action()).collect()
+}
+
+/// A core that has its configuration and a first "active" answer at T0.
+fn started(visibility: Visibility) -> Core {
+    let mut core = Core::new(T0, visibility, 0);
+    assert_eq!(drain(&mut core), [Action::FetchConfig]);
+    core.handle_server_reply(T0, config(TIMEOUT, Some(INTERVAL)));
+    assert_eq!(drain(&mut core), [Action::CheckNow]);
+    core.handle_server_reply(
+        T0,
+        Reply::Active {
+            remaining_ms: TIMEOUT,
+        },
+    );
+    assert_eq!(
+        drain(&mut core),
+        [Action::Broadcast(PeerMsg::Alive {
+            expiry_at: T0.plus(TIMEOUT)
+        })]
+    );
+    core
+}
+
+fn at(ms: u64) -> Millis {
+    T0.plus(ms)
+}
+
+/// Input at `t` in a tab whose heartbeat slot is free: the heartbeat goes
+/// out and the server answers at once.
+fn report_input(core: &mut Core, t: Millis) {
+    core.handle_activity(t);
+    assert_eq!(drain(core), [Action::ClaimHeartbeat]);
+    core.handle_claim(t, None);
+    assert_eq!(
+        drain(core),
+        [
+            Action::StoreClaim(t),
+            Action::SendHeartbeat { idle_ms: 0 },
+            Action::Broadcast(PeerMsg::HeartbeatSent {
+                at: t,
+                activity_at: t
+            }),
+        ]
+    );
+    core.handle_server_reply(
+        t,
+        Reply::Active {
+            remaining_ms: TIMEOUT,
+        },
+    );
+    assert_eq!(
+        drain(core),
+        [Action::Broadcast(PeerMsg::Alive {
+            expiry_at: t.plus(TIMEOUT)
+        })]
+    );
+}
+
+// ------------------------------------------------------------ startup and config
+
+#[test]
+fn starts_by_fetching_config_then_checks_and_arms_the_expiry_timer() {
+    let core = started(Visibility::Visible);
+    assert_eq!(core.phase(), Phase::Running);
+    assert_eq!(core.poll_deadline(), Some(at(TIMEOUT + EXPIRY_SLACK_MS)));
+}
+
+#[test]
+fn default_interval_is_a_quarter_of_the_timeout_capped_at_a_minute() {
+    for (timeout, expected) in [
+        (300_000, 60_000),
+        (120_000, 30_000),
+        (3_600_000, 60_000),
+        (2_000, 1_000),
+    ] {
+        let mut core = Core::new(T0, Visibility::Visible, 0);
+        core.handle_server_reply(T0, config(timeout, None));
+        assert_eq!(
+            core.heartbeat_interval_ms(),
+            Some(expected),
+            "timeout {timeout}"
+        );
+    }
+    let mut core = Core::new(T0, Visibility::Visible, 0);
+    core.handle_server_reply(T0, config(300_000, Some(45_000)));
+    assert_eq!(
+        core.heartbeat_interval_ms(),
+        Some(45_000),
+        "the server's interval wins"
+    );
+}
+
+#[test]
+fn config_failure_is_retried_with_backoff() {
+    let mut core = Core::new(T0, Visibility::Visible, 0);
+    drain(&mut core);
+    let mut now = T0;
+    for delay in [1_000, 2_000, 4_000] {
+        core.handle_network_error(now);
+        assert_eq!(drain(&mut core), []);
+        assert_eq!(core.poll_deadline(), Some(now.plus(delay)));
+        now = now.plus(delay);
+        core.handle_timer(now);
+        assert_eq!(drain(&mut core), [Action::FetchConfig]);
+    }
+    core.handle_server_reply(now, config(TIMEOUT, None));
+    assert_eq!(drain(&mut core), [Action::CheckNow]);
+}
+
+// ------------------------------------------------------------ a fake browser and server
+
+/// The sidecar as the tests need it: it moves the session's last activity to
+/// `now - idle_ms` on a heartbeat (never backwards) and enforces the timeout.
+struct FakeServer {
+    last_activity: Millis,
+    timeout_ms: u64,
+    heartbeats: Vec<(Millis, u64)>,
+    checks: Vec<Millis>,
+    logouts: usize,
+    down: bool,
+}
+
+impl FakeServer {
+    fn answer(&self, now: Millis) -> Reply {
+        let expires = self.last_activity.plus(self.timeout_ms);
+        if now >= expires || self.logouts > 0 {
+            Reply::Expired
+        } else {
+            Reply::Active {
+                remaining_ms: expires.since(now),
+            }
+        }
+    }
+}
+
+/// Several tabs of one browser: routes broadcasts, keeps the localStorage
+/// claim, fires timers at their deadline and answers requests at once.
+struct Browser {
+    now: Millis,
+    tabs: Vec<Core>,
+    /// Claims written to localStorage: (visible to other tabs from, writer, value).
+    claims: Vec<(Millis, usize, Millis)>,
+    /// How late messages and claims reach the other tabs (separate browser
+    /// processes do not see each other's writes at once).
+    lag_ms: u64,
+    /// Messages on their way: (delivery time, receiving tab, message).
+    in_transit: Vec<(Millis, usize, PeerMsg)>,
+    server: FakeServer,
+    /// The tab of every `GoToLogout`.
+    navigations: Vec<usize>,
+}
+
+impl Browser {
+    fn new(tabs: usize) -> Browser {
+        Browser::with_seeds(&vec![0; tabs], 0)
+    }
+
+    fn with_seeds(seeds: &[u64], lag_ms: u64) -> Browser {
+        let mut browser = Browser {
+            now: T0,
+            tabs: Vec::new(),
+            claims: Vec::new(),
+            lag_ms,
+            in_transit: Vec::new(),
+            server: FakeServer {
+                last_activity: T0,
+                timeout_ms: TIMEOUT,
+                heartbeats: Vec::new(),
+                checks: Vec::new(),
+                logouts: 0,
+                down: false,
+            },
+            navigations: Vec::new(),
+        };
+        for &seed in seeds {
+            browser.tabs.push(Core::new(T0, Visibility::Visible, seed));
+        }
+        browser.pump();
+        browser
+    }
+
+    /// Carries out every action of every tab until none is left.
+    fn pump(&mut self) {
+        let now = self.now;
+        loop {
+            let mut progressed = false;
+            for i in 0..self.tabs.len() {
+                while let Some(action) = self.tabs[i].poll_action() {
+                    progressed = true;
+                    self.carry_out(i, now, action);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn carry_out(&mut self, i: usize, now: Millis, action: Action) {
+        let server_answer = |server: &FakeServer| {
+            if server.down {
+                None
+            } else {
+                Some(server.answer(now))
+            }
+        };
+        match action {
+            Action::FetchConfig => {
+                self.tabs[i].handle_server_reply(now, config(TIMEOUT, Some(INTERVAL)));
+            }
+            Action::CheckNow => {
+                self.server.checks.push(now);
+                match server_answer(&self.server) {
+                    Some(reply) => self.tabs[i].handle_server_reply(now, reply),
+                    None => self.tabs[i].handle_network_error(now),
+                }
+            }
+            Action::ClaimHeartbeat => {
+                let claim = self
+                    .claims
+                    .iter()
+                    .filter(|c| c.1 == i || c.0 <= now)
+                    .map(|c| c.2)
+                    .max();
+                self.tabs[i].handle_claim(now, claim);
+            }
+            Action::StoreClaim(t) => self.claims.push((now.plus(self.lag_ms), i, t)),
+            Action::SendHeartbeat { idle_ms } => {
+                self.server.heartbeats.push((now, idle_ms));
+                if self.server.down {
+                    self.tabs[i].handle_network_error(now);
+                    return;
+                }
+                let reported = Millis(now.0 - idle_ms);
+                if self.server.answer(now) != Reply::Expired {
+                    self.server.last_activity = self.server.last_activity.max(reported);
+                }
+                let reply = self.server.answer(now);
+                self.tabs[i].handle_server_reply(now, reply);
+            }
+            Action::NotifyLogout => self.server.logouts += 1,
+            Action::Broadcast(msg) => {
+                for j in 0..self.tabs.len() {
+                    if j == i {
+                        continue;
+                    }
+                    if self.lag_ms == 0 {
+                        self.tabs[j].handle_peer_message(now, msg);
+                    } else {
+                        self.in_transit.push((now.plus(self.lag_ms), j, msg));
+                    }
+                }
+            }
+            Action::GoToLogout => self.navigations.push(i),
+        }
+    }
+
+    /// Lets time pass until `until`, firing each tab's timer at its
+    /// deadline (a browser that is awake and not throttled).
+    fn run_until(&mut self, until: Millis) {
+        loop {
+            if let Some(k) = (0..self.in_transit.len()).min_by_key(|&k| self.in_transit[k].0) {
+                let (at, j, msg) = self.in_transit[k];
+                let timer_first = self
+                    .tabs
+                    .iter()
+                    .filter_map(|t| t.poll_deadline())
+                    .any(|d| d < at);
+                if at <= until && !timer_first {
+                    self.in_transit.remove(k);
+                    self.now = self.now.max(at);
+                    let now = self.now;
+                    self.tabs[j].handle_peer_message(now, msg);
+                    self.pump();
+                    continue;
+                }
+            }
+            let next = self
+                .tabs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.poll_deadline().map(|d| (d, i)))
+                .min();
+            match next {
+                Some((deadline, i)) if deadline <= until => {
+                    self.now = self.now.max(deadline);
+                    let now = self.now;
+                    self.tabs[i].handle_timer(now);
+                    self.pump();
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+    }
+
+    /// The user does something in tab `i` at `t`.
+    fn input(&mut self, i: usize, t: Millis) {
+        self.run_until(t);
+        self.tabs[i].handle_activity(t);
+        self.pump();
+    }
+
+    fn set_visibility(&mut self, i: usize, t: Millis, v: Visibility) {
+        self.run_until(t);
+        self.tabs[i].handle_visibility(t, v);
+        self.pump();
+    }
+
+    fn heartbeat_times(&self) -> Vec<u64> {
+        self.server
+            .heartbeats
+            .iter()
+            .map(|(t, _)| t.since(T0))
+            .collect()
+    }
+}
+
+// ------------------------------------------------------------ heartbeats
+
+#[test]
+fn an_idle_visible_tab_sends_no_heartbeat_and_is_logged_out_at_the_timeout() {
+    let mut b = Browser::new(1);
+    b.run_until(at(TIMEOUT - 1));
+    assert!(b.server.heartbeats.is_empty());
+    assert_eq!(
+        b.server.checks,
+        [T0],
+        "only the start-up check before the deadline"
+    );
+    assert!(b.navigations.is_empty());
+    b.run_until(at(TIMEOUT + 1_000));
+    assert_eq!(
+        b.server.checks.len(),
+        2,
+        "one check when the deadline passed, no polling"
+    );
+    assert_eq!(b.navigations, [0]);
+    assert_eq!(b.tabs[0].phase(), Phase::Ended);
+    assert_eq!(b.tabs[0].poll_deadline(), None);
+}
+
+#[test]
+fn first_input_sends_a_heartbeat_at_once_carrying_the_idle_time() {
+    let mut b = Browser::new(1);
+    b.input(0, at(10_000));
+    assert_eq!(b.server.heartbeats, [(at(10_000), 0)]);
+    // Input 5 s later waits for the next slot and reports its age then.
+    b.input(0, at(15_000));
+    b.run_until(at(69_999));
+    assert_eq!(b.server.heartbeats.len(), 1);
+    b.run_until(at(70_000));
+    assert_eq!(b.server.heartbeats, [(at(10_000), 0), (at(70_000), 55_000)]);
+}
+
+#[test]
+fn continuous_input_sends_at_most_one_heartbeat_per_interval_and_never_expires() {
+    let mut b = Browser::new(1);
+    // A user working for 20 minutes, an input every 700 ms.
+    let mut t = 1_000;
+    while t < 1_200_000 {
+        b.input(0, at(t));
+        t += 700;
+    }
+    let times = b.heartbeat_times();
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= INTERVAL,
+            "heartbeats too close: {pair:?}"
+        );
+    }
+    assert!(
+        times.len() >= 19 && times.len() <= 21,
+        "about one per minute: {}",
+        times.len()
+    );
+    assert!(b.server.heartbeats.iter().all(|&(_, idle)| idle < 1_000));
+    assert!(b.navigations.is_empty());
+    assert_eq!(b.server.checks, [T0], "activity needs no checks");
+}
+
+#[test]
+fn the_session_expires_one_timeout_after_the_last_reported_input() {
+    let mut b = Browser::new(1);
+    b.input(0, at(10_000));
+    b.input(0, at(40_000)); // reported by the heartbeat at 70 s with idle 30 s
+    b.run_until(at(40_000 + TIMEOUT - 1));
+    assert!(
+        b.navigations.is_empty(),
+        "must not log out before the timeout"
+    );
+    b.run_until(at(40_000 + TIMEOUT + 1_000));
+    assert_eq!(
+        b.navigations.len(),
+        1,
+        "logged out within a second after the timeout"
+    );
+}
+
+#[test]
+fn a_hidden_tab_sends_no_heartbeat_and_checks_when_visible_again() {
+    let mut b = Browser::new(1);
+    b.set_visibility(0, at(1_000), Visibility::Hidden);
+    b.input(0, at(2_000)); // e.g. a scroll event delivered while hidden
+    b.run_until(at(200_000));
+    assert!(b.server.heartbeats.is_empty());
+    let checks = b.server.checks.len();
+    b.set_visibility(0, at(200_000), Visibility::Visible);
+    assert_eq!(
+        b.server.checks.len(),
+        checks + 1,
+        "check at once when visible"
+    );
+    assert_eq!(*b.server.checks.last().unwrap(), at(200_000));
+    // The pending input is reported now that the tab is visible.
+    assert_eq!(b.server.heartbeats, [(at(200_000), 198_000)]);
+}
+
+#[test]
+fn hiding_a_tab_hands_its_unreported_input_to_the_others() {
+    let mut core = started(Visibility::Visible);
+    report_input(&mut core, at(1_000));
+    core.handle_activity(at(20_000));
+    assert_eq!(
+        drain(&mut core),
+        [],
+        "slot used: waits for the next interval"
+    );
+    core.handle_visibility(at(30_000), Visibility::Hidden);
+    assert_eq!(
+        drain(&mut core),
+        [Action::Broadcast(PeerMsg::Activity { at: at(20_000) })]
+    );
+    assert_eq!(
+        core.poll_deadline(),
+        Some(at(1_000 + TIMEOUT + EXPIRY_SLACK_MS)),
+        "only the expiry timer"
+    );
+}
+
+// ------------------------------------------------------------ expiry timer
+
+#[test]
+fn when_another_tab_or_device_kept_the_session_alive_the_timer_is_re_armed() {
+    let mut core = started(Visibility::Visible);
+    let deadline = core.poll_deadline().unwrap();
+    core.handle_timer(deadline);
+    assert_eq!(drain(&mut core), [Action::CheckNow]);
+    assert_eq!(
+        core.poll_deadline(),
+        None,
+        "no timer while the check is in flight"
+    );
+    core.handle_server_reply(
+        deadline,
+        Reply::Active {
+            remaining_ms: 120_000,
+        },
+    );
+    assert_eq!(
+        drain(&mut core),
+        [Action::Broadcast(PeerMsg::Alive {
+            expiry_at: deadline.plus(120_000)
+        })]
+    );
+    assert_eq!(
+        core.poll_deadline(),
+        Some(deadline.plus(120_000 + EXPIRY_SLACK_MS))
+    );
+    assert_eq!(core.phase(), Phase::Running);
+}
+
+#[test]
+fn a_server_answering_active_with_nothing_left_is_not_hammered() {
+    let mut core = started(Visibility::Visible);
+    let mut now = core.poll_deadline().unwrap();
+    for _ in 0..5 {
+        core.handle_timer(now);
+        assert_eq!(drain(&mut core), [Action::CheckNow]);
+        core.handle_server_reply(now, Reply::Active { remaining_ms: 0 });
+        drain(&mut core);
+        let next = core.poll_deadline().unwrap();
+        assert!(next.since(now) >= MIN_CHECK_GAP_MS, "re-check too soon");
+        now = next;
+    }
+}
+
+#[test]
+fn expiry_found_by_one_tab_takes_every_tab_to_the_logout_url() {
+    let mut b = Browser::new(3);
+    b.tabs[2].handle_visibility(at(0), Visibility::Hidden);
+    b.pump();
+    // Tab 0 finds the session expired first (its timer fires first).
+    let deadline = b.tabs[0].poll_deadline().unwrap();
+    b.now = deadline;
+    b.tabs[0].handle_timer(deadline);
+    b.pump();
+    let mut tabs = b.navigations.clone();
+    tabs.sort();
+    assert_eq!(
+        tabs,
+        [0, 1, 2],
+        "every tab, hidden ones too, at the same instant"
+    );
+}
+
+// ------------------------------------------------------------ wake after sleep
+
+#[test]
+fn a_timer_firing_late_checks_before_sending_a_heartbeat() {
+    let mut core = started(Visibility::Visible);
+    report_input(&mut core, at(1_000));
+    core.handle_activity(at(2_000)); // pending; heartbeat due at 61 s
+    assert_eq!(core.poll_deadline(), Some(at(61_000)));
+    // The laptop slept: the timer fires two hours late.
+    let woke = at(61_000 + 7_200_000);
+    core.handle_timer(woke);
+    assert_eq!(
+        drain(&mut core),
+        [Action::CheckNow],
+        "check first, not a heartbeat"
+    );
+    core.handle_server_reply(woke, Reply::Expired);
+    assert_eq!(
+        drain(&mut core),
+        [Action::Broadcast(PeerMsg::LoggedOut), Action::GoToLogout]
+    );
+}
+
+#[test]
+fn input_after_a_missed_deadline_checks_at_once() {
+    let mut core = started(Visibility::Visible);
+    let deadline = core.poll_deadline().unwrap();
+    // No timer fired (suspended); the first thing after waking is a mouse move.
+    assert_eq!(core.input_interest(), Millis(0));
+    core.handle_activity(deadline.plus(3_600_000));
+    assert_eq!(drain(&mut core), [Action::CheckNow]);
+}
+
+#[test]
+fn input_with_a_report_pending_is_only_stamped_until_the_deadline() {
+    let mut core = started(Visibility::Visible);
+    report_input(&mut core, at(1_000));
+    core.handle_activity(at(2_000));
+    // The web layer may skip calling the core for input before this time.
+    assert_eq!(core.input_interest(), at(61_000));
+}
+
+#[test]
+fn focus_pageshow_and_visibility_check_at_once_but_not_twice_in_a_row() {
+    let mut core = started(Visibility::Visible);
+    core.handle_wake(at(100_000)); // focus
+    assert_eq!(drain(&mut core), [Action::CheckNow]);
+    core.handle_server_reply(
+        at(100_050),
+        Reply::Active {
+            remaining_ms: 200_000,
+        },
+    );
+    drain(&mut core);
+    core.handle_visibility(at(100_060), Visibility::Visible); // already visible: nothing
+    core.handle_wake(at(100_070)); // pageshow, answer 20 ms old: fresh
+    assert_eq!(drain(&mut core), []);
+    // Hidden, even briefly: the session may have ended elsewhere meanwhile,
+    // so becoming visible checks although the last answer is recent.
+    core.handle_visibility(at(100_080), Visibility::Hidden);
+    core.handle_visibility(at(100_090), Visibility::Visible);
+    assert_eq!(drain(&mut core), [Action::CheckNow]);
+    core.handle_server_reply(at(100_100), Reply::Active { remaining_ms: 200_000 });
+    drain(&mut core);
+    core.handle_wake(at(100_110)); // focus right after: fresh
+    assert_eq!(drain(&mut core), []);
+    core.handle_wake(at(100_100 + MIN_CHECK_GAP_MS));
+    assert_eq!(drain(&mut core), [Action::CheckNow]);
+}
+
+// ------------------------------------------------------------ several tabs
+
+#[test]
+fn several_tabs_send_one_heartbeat_per_interval_for_the_whole_browser() {
+    let mut b = Browser::new(3);
+    let mut t = 1_000;
+    while t < 600_000 {
+        // Two visible windows, the user alternating between them.
+        b.input((t / 10_000 % 2) as usize, at(t));
+        t += 500;
+    }
+    let times = b.heartbeat_times();
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= INTERVAL,
+            "two heartbeats in one interval: {pair:?}"
+        );
+    }
+    assert!(times.len() >= 9, "activity was reported: {times:?}");
+    assert!(b.navigations.is_empty());
+}
+
+/// Two busy windows whose writes reach each other 20 ms late: with the
+/// same wait, both find the slot free at the same moment and both send.
+fn busy_windows_heartbeats(seeds: [u64; 2]) -> Vec<u64> {
+    let mut b = Browser::with_seeds(&seeds, 20);
+    let mut t = 1_000;
+    while t < 900_000 {
+        b.input(0, at(t));
+        b.input(1, at(t + 50));
+        t += 100;
+    }
+    assert!(b.navigations.is_empty());
+    b.heartbeat_times()
+}
+
+#[test]
+fn tabs_draw_different_waits_so_that_a_lagging_claim_still_yields_one_heartbeat() {
+    let times = busy_windows_heartbeats([0x9e37_79b9, 0x7f4a_7c15]);
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= INTERVAL,
+            "two heartbeats in one interval: {pair:?}"
+        );
+    }
+    assert!(times.len() >= 10, "activity was reported: {times:?}");
+    // The same without the waits (seed 0) does send twice per slot: the
+    // lag model is what makes the waits necessary.
+    let control = busy_windows_heartbeats([0, 0]);
+    assert!(
+        control.windows(2).any(|p| p[1] - p[0] < 1_000),
+        "control: {control:?}"
+    );
+}
+
+#[test]
+fn the_extra_wait_stays_within_a_quarter_interval() {
+    let mut core = Core::new(T0, Visibility::Visible, 12345);
+    core.handle_server_reply(T0, config(TIMEOUT, Some(INTERVAL)));
+    drain(&mut core);
+    core.handle_server_reply(
+        T0,
+        Reply::Active {
+            remaining_ms: TIMEOUT,
+        },
+    );
+    let mut waits = Vec::new();
+    let mut t = T0.plus(1_000);
+    for _ in 0..20 {
+        core.handle_activity(t);
+        while let Some(action) = core.poll_action() {
+            if action == Action::ClaimHeartbeat {
+                core.handle_claim(t, None);
+            }
+        }
+        core.handle_server_reply(
+            t,
+            Reply::Active {
+                remaining_ms: TIMEOUT,
+            },
+        );
+        drain(&mut core);
+        core.handle_activity(t.plus(1));
+        let due = core.poll_deadline().unwrap();
+        waits.push(due.since(t) - INTERVAL);
+        t = due;
+    }
+    assert!(waits.iter().all(|&w| w <= INTERVAL / 4), "{waits:?}");
+    waits.sort();
+    waits.dedup();
+    assert!(waits.len() > 15, "drawn anew for each slot: {waits:?}");
+}
+
+#[test]
+fn activity_in_one_tab_keeps_every_tab_alive_without_checks() {
+    let mut b = Browser::new(2);
+    let mut t = 1_000;
+    while t < 1_000_000 {
+        b.input(0, at(t));
+        t += 5_000;
+    }
+    assert!(b.navigations.is_empty());
+    assert_eq!(
+        b.server.checks.len(),
+        2,
+        "only the two start-up checks: Alive moved tab 1's timer"
+    );
+    let tab1_deadline = b.tabs[1].poll_deadline().unwrap();
+    assert!(
+        tab1_deadline > at(1_000_000),
+        "tab 1's timer follows tab 0's heartbeats"
+    );
+}
+
+#[test]
+fn a_claim_taken_by_another_tab_defers_the_heartbeat() {
+    let mut core = started(Visibility::Visible);
+    core.handle_activity(at(10_000));
+    assert_eq!(drain(&mut core), [Action::ClaimHeartbeat]);
+    core.handle_claim(at(10_000), Some(at(9_000)));
+    assert_eq!(drain(&mut core), [], "another tab sent 1 s ago");
+    assert_eq!(core.poll_deadline(), Some(at(69_000)));
+    core.handle_timer(at(69_000));
+    assert_eq!(drain(&mut core), [Action::ClaimHeartbeat]);
+    core.handle_claim(at(69_000), Some(at(9_000)));
+    assert_eq!(
+        drain(&mut core),
+        [
+            Action::StoreClaim(at(69_000)),
+            Action::SendHeartbeat { idle_ms: 59_000 },
+            Action::Broadcast(PeerMsg::HeartbeatSent {
+                at: at(69_000),
+                activity_at: at(10_000)
+            }),
+        ]
+    );
+}
+
+#[test]
+fn a_claim_from_the_future_does_not_stall_heartbeats() {
+    let mut core = started(Visibility::Visible);
+    core.handle_activity(at(10_000));
+    drain(&mut core);
+    core.handle_claim(at(10_000), Some(at(10_000_000)));
+    assert!(drain(&mut core).contains(&Action::SendHeartbeat { idle_ms: 0 }));
+}
+
+#[test]
+fn input_in_a_tab_that_then_hides_is_reported_by_a_visible_tab() {
+    let mut b = Browser::new(2);
+    b.input(1, at(1_000)); // reported at once by tab 1
+    b.input(1, at(30_000)); // waits for the slot at 61 s
+    b.set_visibility(1, at(31_000), Visibility::Hidden);
+    b.run_until(at(70_000));
+    assert_eq!(
+        b.server.heartbeats,
+        [(at(1_000), 0), (at(61_000), 31_000)],
+        "tab 0 reported tab 1's input"
+    );
+    assert_eq!(b.server.last_activity, at(30_000));
+}
+
+#[test]
+fn the_users_own_logout_tells_the_server_and_every_tab() {
+    let mut b = Browser::new(3);
+    b.now = at(5_000);
+    b.tabs[1].handle_logout_link(at(5_000));
+    b.pump();
+    assert_eq!(b.server.logouts, 1);
+    // The clicked tab follows its link; the others are sent away.
+    let mut tabs = b.navigations.clone();
+    tabs.sort();
+    assert_eq!(tabs, [0, 2]);
+    assert!(b.tabs.iter().all(|t| t.phase() == Phase::Ended));
+}
+
+// ------------------------------------------------------------ network errors
+
+#[test]
+fn network_errors_back_off_exponentially_and_never_log_out() {
+    let mut b = Browser::new(1);
+    b.server.down = true;
+    b.input(0, at(1_000));
+    b.run_until(at(1_000 + 30 * 60_000)); // half an hour down, user idle
+    assert!(
+        b.navigations.is_empty(),
+        "a network error alone never logs out"
+    );
+    let mut attempts: Vec<u64> = b.heartbeat_times();
+    attempts.extend(b.server.checks.iter().skip(1).map(|t| t.since(T0)));
+    attempts.sort();
+    let gaps: Vec<u64> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(
+        &gaps[..7],
+        [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000]
+    );
+    assert!(
+        gaps[7..].iter().all(|&g| g == 60_000),
+        "capped at a minute: {gaps:?}"
+    );
+    // The server is back: the failed report goes out, the session survives.
+    b.server.down = false;
+    b.server.last_activity = at(1_000 + 30 * 60_000);
+    b.run_until(at(1_000 + 31 * 60_000));
+    assert!(b.navigations.is_empty());
+    assert!(b.server.heartbeats.len() > 1);
+}
+
+#[test]
+fn a_failed_heartbeat_is_resent_with_its_idle_time_at_the_retry() {
+    let mut core = started(Visibility::Visible);
+    core.handle_activity(at(10_000));
+    core.handle_claim(at(10_000), None);
+    drain(&mut core);
+    core.handle_network_error(at(10_100));
+    assert_eq!(core.poll_deadline(), Some(at(11_100)));
+    core.handle_timer(at(11_100));
+    assert_eq!(
+        drain(&mut core),
+        [
+            Action::SendHeartbeat { idle_ms: 1_100 },
+            Action::Broadcast(PeerMsg::HeartbeatSent {
+                at: at(11_100),
+                activity_at: at(10_000)
+            }),
+        ]
+    );
+    core.handle_server_reply(
+        at(11_200),
+        Reply::Active {
+            remaining_ms: TIMEOUT,
+        },
+    );
+    drain(&mut core);
+    // Success resets the backoff.
+    core.handle_wake(at(20_000));
+    drain(&mut core);
+    core.handle_network_error(at(20_000));
+    assert_eq!(core.poll_deadline(), Some(at(21_000)));
+}
+
+// ------------------------------------------------------------ exempt and no session
+
+#[test]
+fn an_exempt_user_gets_no_heartbeats_and_no_timers() {
+    for reply in [Reply::Exempt, Reply::NoSession] {
+        let mut core = Core::new(T0, Visibility::Visible, 0);
+        core.handle_server_reply(T0, config(TIMEOUT, None));
+        drain(&mut core);
+        core.handle_server_reply(T0, reply);
+        assert_eq!(drain(&mut core), [], "{reply:?}");
+        assert_eq!(core.poll_deadline(), None);
+        assert_eq!(
+            core.input_interest(),
+            Millis(u64::MAX),
+            "input is not even handed over"
+        );
+        core.handle_activity(at(1_000));
+        core.handle_visibility(at(2_000), Visibility::Hidden);
+        core.handle_visibility(at(3_000), Visibility::Visible);
+        core.handle_wake(at(4_000));
+        core.handle_timer(at(400_000));
+        assert_eq!(drain(&mut core), [], "{reply:?}");
+    }
+}
