@@ -56,6 +56,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .service(resource("/api/v1/logout", "POST").route(web::post().to(logout)))
         // HEAD too: some proxies probe forward-auth with it.
         .service(resource("/api/v1/auth", "GET").route(web::get().to(auth)).route(web::head().to(auth)))
+        // Envoy ext_authz appends the original path and keeps the method, and
+        // allows only 200; Traefik and Envoy hand a refusal to the browser as
+        // is, so they use the variant that answers with the redirect itself.
+        .service(web::resource("/api/v1/auth/{tail:.*}").to(auth_any))
+        .service(web::resource(["/api/v1/auth-redirect", "/api/v1/auth-redirect/{tail:.*}"]).to(auth_redirect))
         .service(resource("/api/v1/config", "GET").route(web::get().to(config)))
         .service(resource("/healthz", "GET").route(web::get().to(healthz)).route(web::head().to(healthz)))
         .service(resource("/metrics", "GET").route(web::get().to(metrics_text)))
@@ -80,6 +85,9 @@ fn route_name(path: &str) -> &'static str {
     let tail = path.rsplit('/').next().unwrap_or("");
     if path.contains("/api/v1/admin/") {
         return "admin";
+    }
+    if path.contains("/api/v1/auth") {
+        return "auth";
     }
     match tail {
         "heartbeat" => "heartbeat",
@@ -231,17 +239,47 @@ async fn logout(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>
 
 /// Forward auth: 204 lets the proxy pass the request, 401 sends the user to
 /// the logout URL. Never counts as activity.
+/// A request without a session cookie passes: the ERP itself asks for a login.
 async fn auth(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
-    let Some(cookie) = cookie_value(&req, &st.cookie_name) else {
-        // No session: the ERP itself will ask for a login.
-        return HttpResponse::NoContent().finish();
-    };
+    match forward_verdict(&req, &st).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(reason) => refused(&st, reason),
+    }
+}
+
+/// Whether the proxy may pass the request: `Err(reason)` for an ended session.
+async fn forward_verdict(req: &HttpRequest, st: &AppState) -> Result<(), EndReason> {
+    let Some(cookie) = cookie_value(req, &st.cookie_name) else { return Ok(()) };
     match st.sessions.answer(cookie, Op::Auth).await {
-        Answer::Active { .. } | Answer::Exempt => HttpResponse::NoContent().finish(),
-        Answer::Ended(reason) => HttpResponse::Unauthorized()
-            .insert_header((LOGOUT_HEADER, st.logout_url.as_str()))
+        Answer::Active { .. } | Answer::Exempt => Ok(()),
+        Answer::Ended(reason) => Err(reason),
+    }
+}
+
+fn refused(st: &AppState, reason: EndReason) -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((LOGOUT_HEADER, st.logout_url.as_str()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "error": "session_ended", "reason": reason.as_str(), "logout_url": st.logout_url }))
+}
+
+/// Forward auth for Envoy: any method and path, `200` to allow.
+async fn auth_any(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    match forward_verdict(&req, &st).await {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(reason) => refused(&st, reason),
+    }
+}
+
+/// Forward auth for proxies that return the refusal to the browser as is
+/// (Traefik, Envoy): `200` to allow, `303` to the logout URL to refuse.
+async fn auth_redirect(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    match forward_verdict(&req, &st).await {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(_) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, st.logout_url.as_str()))
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(serde_json::json!({ "error": "session_ended", "reason": reason.as_str(), "logout_url": st.logout_url })),
+            .finish(),
     }
 }
 

@@ -1,9 +1,12 @@
 //! The session engine: turns a cookie and an operation into an answer,
 //! using the policy, the store and the ERP lookup. No HTTP here.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -11,7 +14,7 @@ use sha2::Sha256;
 use crate::clock::Clock;
 use crate::identity::{self, Lookup};
 use crate::metrics::Metrics;
-use crate::policy::{self, EndReason, SessionStatus, UserClass};
+use crate::policy::{self, EndReason, Millis, SessionStatus, UserClass};
 use crate::store::{Entry, SessionKey, Store, StoreError};
 
 /// How the engine asks the ERP who owns a session.
@@ -53,6 +56,9 @@ pub struct Sessions {
     pub retention: Duration,
     secret: [u8; 32],
     lookups: tokio::sync::Semaphore,
+    /// Lookups under way, so that concurrent first requests of one session
+    /// ask the ERP once and the others wait for that answer.
+    inflight: Mutex<HashMap<SessionKey, Arc<Notify>>>,
 }
 
 impl Sessions {
@@ -67,7 +73,7 @@ impl Sessions {
         // Bounds how many ERP lookups run at once, so a flood of new cookies
         // cannot turn the sidecar into a load generator against the ERP.
         let lookups = tokio::sync::Semaphore::new(32);
-        Sessions { store, clock, metrics, identity, retention, secret, lookups }
+        Sessions { store, clock, metrics, identity, retention, secret, lookups, inflight: Mutex::default() }
     }
 
     /// The keyed hash that stands for a cookie value everywhere we store.
@@ -164,6 +170,34 @@ impl Sessions {
         if !due {
             return;
         }
+        // One lookup per session at a time: a later request waits for it.
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            match inflight.get(key) {
+                Some(n) => {
+                    let n = n.clone();
+                    let waiting = n.notified();
+                    tokio::pin!(waiting);
+                    // Registered before the lock is released, so the leader's
+                    // wake-up (taken under the same lock) cannot be missed.
+                    waiting.as_mut().enable();
+                    drop(inflight);
+                    let limit = self.identity.lookup_timeout + Duration::from_secs(1);
+                    let _ = tokio::time::timeout(limit, waiting).await;
+                    return;
+                }
+                None => {
+                    inflight.insert(*key, Arc::new(Notify::new()));
+                }
+            }
+        };
+        // Removes the entry and wakes the waiters even if this request is
+        // dropped halfway (the client went away).
+        let _done = InflightGuard { map: &self.inflight, key: *key };
+        self.lookup_and_record(key, cookie_value, first_seen).await;
+    }
+
+    async fn lookup_and_record(&self, key: &SessionKey, cookie_value: &str, first_seen: Millis) {
         let lookup = match &self.identity.session_info_url {
             None => Lookup::Internal { uid: 0 },
             Some(url) => {
@@ -276,6 +310,19 @@ pub fn key_for(secret: &[u8; 32], cookie_value: &str) -> SessionKey {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(cookie_value.as_bytes());
     SessionKey(mac.finalize().into_bytes().into())
+}
+
+struct InflightGuard<'a> {
+    map: &'a Mutex<HashMap<SessionKey, Arc<Notify>>>,
+    key: SessionKey,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key) {
+            n.notify_waiters();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

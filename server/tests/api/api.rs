@@ -232,3 +232,23 @@ async fn demo_flow_end_to_end_over_http() {
     assert_ne!(c, c2);
     assert_eq!(app.request("GET", &format!("{}/odoo", app.root), Some(&c2), &[], None).await.status, 200);
 }
+
+#[actix_rt::test]
+async fn forward_auth_variants_for_envoy_and_traefik() {
+    let app = spawn_app().await;
+    let c = app.login("admin").await;
+    app.check(&c).await;
+    // Envoy: original path appended, original method kept, 200 to allow.
+    let envoy = format!("{}/odoo/sales?x=1", app.api("auth"));
+    for method in ["GET", "POST", "PUT"] {
+        assert_eq!(app.request(method, &envoy, Some(&c), &[], None).await.status, 200, "{method}");
+    }
+    let redirect = format!("{}/odoo", app.api("auth-redirect"));
+    assert_eq!(app.request("GET", &redirect, Some(&c), &[], None).await.status, 200);
+    assert_eq!(app.request("GET", &app.api("auth-redirect"), None, &[], None).await.status, 200, "no cookie passes");
+    app.advance(61.0);
+    let r = app.request("POST", &envoy, Some(&c), &[], None).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("session_ended")));
+    let r = app.request("GET", &redirect, Some(&c), &[], None).await;
+    assert_eq!((r.status, r.headers.get("location").unwrap().to_str().unwrap()), (303, "/web/session/logout?redirect=%2Fweb%2Flogin"));
+}

@@ -76,3 +76,20 @@ async fn a_public_answer_is_cached_for_a_while_then_asked_again() {
     assert_eq!(state_of(&app.check(public).await), "exempt");
     assert!(public_lookups(&app).await.ends_with(" 2"), "{}", public_lookups(&app).await);
 }
+
+#[actix_rt::test]
+async fn concurrent_first_requests_of_a_session_ask_the_erp_once() {
+    let app = spawn_app().await;
+    let c = app.login("portal").await;
+    let answers = futures_util::future::join_all((0..10).map(|_| app.check(&c))).await;
+    for r in &answers {
+        assert_eq!(state_of(r), "exempt", "every concurrent request waits for the one answer");
+    }
+    let m = app.request("GET", &format!("{}/metrics", app.base), None, &[], None).await.text;
+    let asked: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("session_timeout_erp_lookups_total"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(asked, 1, "{m}");
+}
