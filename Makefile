@@ -10,7 +10,7 @@ BIND     ?= 127.0.0.1:8080
 TIMEOUT  ?= 60
 DB       ?= data/demo.db
 
-.PHONY: all build server wasm run test test-server test-client test-wasm test-e2e size tools clean
+.PHONY: all build server wasm run test test-server test-client test-wasm test-e2e size bench tools clean
 
 all: build
 
@@ -42,6 +42,11 @@ test-wasm:
 
 test-e2e: tools build
 	cd tests/e2e && node --test --test-concurrency=1 --test-reporter=spec
+
+## bench: measures the sidecar and the client against baselines, rewrites BENCHMARKS.md (not part of test)
+bench: tools build
+	cargo build --release --locked -p session-timeout-server --examples
+	python3 bench/bench.py
 
 ## size: raw and gzip -9 sizes of the browser bundle
 size: wasm

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ensure-tools.sh - installs what the tests need and is not there yet, and
 # skips what is: Debian packages (Chromium and its driver, Node.js and npm,
-# nginx, Caddy, wrk, curl) and the end-to-end tests' npm packages.
+# nginx, Caddy, wrk, curl, strace for the benchmarks) and the end-to-end tests' npm packages.
 #
 #   usage: scripts/ensure-tools.sh [apt|npm|all]    (default: all)
 #
@@ -15,7 +15,7 @@ log() { printf '[ensure-tools] %s\n' "$*" >&2; }
 if [ "$what" = apt ] || [ "$what" = all ]; then
   # package:command pairs; a command already on PATH counts as installed.
   missing=()
-  for pair in chromium:chromium chromium-driver:chromedriver nodejs:node npm:npm nginx-light:nginx caddy:caddy wrk:wrk curl:curl; do
+  for pair in chromium:chromium chromium-driver:chromedriver nodejs:node npm:npm nginx-light:nginx caddy:caddy wrk:wrk curl:curl strace:strace; do
     pkg=${pair%%:*} cmd=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
   done
