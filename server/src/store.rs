@@ -268,7 +268,11 @@ impl Store {
         let writer_shards = shards.clone();
         let writer = thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || Writer { conn, rx, opts, stats: writer_stats, shards: writer_shards }.run())
+            .spawn({
+                let path = path.to_path_buf();
+                let identity = file_identity(&path);
+                move || Writer { conn, rx, opts, stats: writer_stats, shards: writer_shards, path, identity }.run()
+            })
             .map_err(|e| StoreError::Write(e.to_string()))?;
 
         let policy = Policy::default();
@@ -477,6 +481,22 @@ struct Writer {
     opts: StoreOptions,
     stats: Arc<WriterStats>,
     shards: Arc<[Mutex<Shard>]>,
+    path: PathBuf,
+    /// Device and inode of the file `conn` writes to, to notice when the
+    /// file at `path` was deleted or replaced under us.
+    identity: Option<(u64, u64)>,
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).ok().map(|_| (0, 0))
+    }
 }
 
 /// Work waiting for the next commit.
@@ -546,6 +566,23 @@ impl Writer {
                         log::error!("database commit failed, will retry: {e}");
                         retry_at = Some(Instant::now() + retry_pause);
                     }
+                }
+            } else if batch.is_empty() && may_retry && !self.stats.healthy.load(Ordering::Relaxed) {
+                // Nothing left to write after a failure (refused settings are
+                // dropped): probe with a real write, so health comes back
+                // once the disk does.
+                let probe = self.ensure_file().and_then(|()| {
+                    self.conn
+                        .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+                        .map_err(|e| StoreError::Write(e.to_string()))
+                });
+                match probe {
+                    Ok(()) => {
+                        log::info!("database writable again");
+                        self.stats.healthy.store(true, Ordering::Relaxed);
+                        retry_at = None;
+                    }
+                    Err(_) => retry_at = Some(Instant::now() + retry_pause),
                 }
             }
             if disconnected {
@@ -630,7 +667,40 @@ impl Writer {
         result
     }
 
+    /// If the database file was deleted or replaced under the running
+    /// server, writing on would go to a file nobody will read again. Our
+    /// connection still sees everything committed so far: copy it to the path
+    /// (`VACUUM INTO`) and go on there.
+    fn ensure_file(&mut self) -> Result<(), StoreError> {
+        let now = file_identity(&self.path);
+        if now.is_some() && now == self.identity {
+            return Ok(());
+        }
+        let err = |what: &str, e: rusqlite::Error| StoreError::Write(format!("{what}: {e}"));
+        log::error!("database file {} was deleted or replaced while in use; restoring it from the open copy", self.path.display());
+        if now.is_some() {
+            // Something else is at the path now: keep it aside, never overwrite it.
+            let aside = self.path.with_extension(format!("replaced-{}", std::process::id()));
+            std::fs::rename(&self.path, &aside).map_err(|e| StoreError::Write(format!("cannot move the replaced file aside: {e}")))?;
+        }
+        for ext in ["-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(ext);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+        let target = self.path.to_string_lossy().to_string();
+        self.conn.execute("VACUUM INTO ?1", params![target]).map_err(|e| err("cannot restore the database file", e))?;
+        let conn = connect(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|e| err("cannot reopen the restored database", e))?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)).map_err(|e| err("cannot reopen the restored database", e))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| err("cannot reopen the restored database", e))?;
+        self.conn = conn;
+        self.identity = file_identity(&self.path);
+        log::warn!("database file {} restored; going on", self.path.display());
+        Ok(())
+    }
+
     fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        self.ensure_file()?;
         let err = |e: rusqlite::Error| StoreError::Write(e.to_string());
         let tx = self.conn.transaction().map_err(err)?;
         {

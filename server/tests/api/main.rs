@@ -9,4 +9,5 @@ mod admin;
 mod api;
 mod cli;
 mod durability;
+mod faults;
 mod identity;
