@@ -2,7 +2,12 @@
 # size.sh - raw and gzip -9 size of each file of the browser bundle, and the total
 # (the budget: at most 10 KB = 10240 bytes gzip -9 for all of them together).
 #
-#   usage: scripts/size.sh [--check]     (--check: exit 1 when over budget)
+#   usage: scripts/size.sh [--check]
+#
+# --check: exit 1 when over budget, or when the bundle has an allocator in it: the
+# glue calls __wbindgen_malloc/realloc/free or __externref_table_alloc, or the wasm
+# contains memory.grow (needs wasm-opt, from the toolchain's env file; the full
+# check, with function names, runs in scripts/build-wasm.sh).
 #
 # The bundle is what a page downloads to run the client: the wasm, wasm-bindgen's
 # JS glue, and the service module. Build it first (scripts/build-wasm.sh).
@@ -30,7 +35,27 @@ for f in "${FILES[@]}"; do
   printf '%-45s %9d %9d\n' "$f" "$raw" "$gz"
 done
 printf '%-45s %9d %9d   (budget %d gzip)\n' total "$total_raw" "$total_gz" "$BUDGET"
-if [ "${1:-}" = --check ] && [ "$total_gz" -gt "$BUDGET" ]; then
+[ "${1:-}" = --check ] || exit 0
+status=0
+if [ "$total_gz" -gt "$BUDGET" ]; then
   echo "size.sh: over budget by $((total_gz - BUDGET)) bytes gzip" >&2
-  exit 1
+  status=1
 fi
+if grep -Eq '__wbindgen_(malloc|realloc|free)|__externref_table_alloc' "${FILES[1]}"; then
+  echo "size.sh: the JS glue hands the wasm something to allocate: an allocator is in the bundle" >&2
+  status=1
+fi
+ENV_FILE=${WASM_ENV_FILE:-/opt/wasm-tools/wasm-toolchain.env}
+# shellcheck disable=SC1090
+[ -f "$ENV_FILE" ] && . "$ENV_FILE"
+if command -v wasm-opt >/dev/null; then
+  if wasm-opt --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+       --enable-mutable-globals --enable-reference-types --enable-multivalue --print "${FILES[0]}" |
+       grep -q 'memory\.grow'; then
+    echo "size.sh: the wasm grows its memory: an allocator is in it" >&2
+    status=1
+  fi
+else
+  echo "size.sh: no wasm-opt, memory.grow not checked" >&2
+fi
+exit $status

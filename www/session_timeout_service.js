@@ -2,27 +2,31 @@
 // Config (env.sessionTimeout = { base, wasmUrl } wins): <meta name="session-timeout-base"
 // content="/session-timeout">, <meta name="session-timeout-wasm" content="/static/pkg/
 // session_timeout_client_bg.wasm"> (explicit: Odoo's transpiler breaks import.meta.url).
-// The wasm decides; this is its Host (client-wasm/src/web.rs): fetch, JSON, tabs, logout URL.
-import init, { start } from "./pkg/session_timeout_client.js";
+// The wasm decides; this is its Host (client-wasm/src/web.rs): listeners, timer, fetch, JSON, tabs,
+// logout URL. JS objects stay here: the wasm gets the host, borrowed, on each call, and numbers back.
+import init, { start, stop, dispatch, debug } from "./pkg/session_timeout_client.js";
 
 const KEY = "session-timeout.";
 const meta = (name) => document.querySelector(`meta[name="session-timeout-${name}"]`)?.content;
 const store = (f) => { try { return f(localStorage); } catch { return -1; } };
 
 function host(base) {
-  let client, channel, onStorage, expiredUrl;
+  let channel, onStorage, expiredUrl;
   let logoutUrl = "/web/session/logout";
-  // A stopped client ignores calls; a freed one throws: fine too.
-  const dispatch = (code, a, b) => { try { client.dispatch(code, a || 0, b || 0); } catch {} };
-  const deliver = (m) => Array.isArray(m) && dispatch(...m);
-  return {
-    window,
-    document,
-    set client(c) { client = c; },
-    listener: (code) =>
-      code === 24 // only a click on a link to the logout URL
-        ? (e) => e.target.closest?.("a[href]")?.pathname === new URL(logoutUrl, location.href).pathname && dispatch(24)
-        : () => dispatch(code),
+  const send = (code, a, b) => dispatch(h, code, a || 0, b || 0);
+  const deliver = (m) => Array.isArray(m) && send(...m);
+  // One function per code, made once: removeEventListener must get what addEventListener got.
+  const fns = [];
+  const fn = (code) =>
+    (fns[code] ??= code === 24 // only a click on a link to the logout URL
+      ? (e) => e.target.closest?.("a[href]")?.pathname === new URL(logoutUrl, location.href).pathname && send(24)
+      : () => send(code));
+  const h = {
+    get hidden() { return document.hidden; },
+    listen: (add, onDocument, kind, code, capture) =>
+      (onDocument ? document : window)[add ? "addEventListener" : "removeEventListener"](kind, fn(code), { passive: true, capture }),
+    setTimer: (ms) => setTimeout(fn(23), ms),
+    clearTimer: (t) => clearTimeout(t),
     // Answers dispatch(0 failed | 1 active | 2 exempt | 3 expired | 4 no session | 5 config, a, b).
     request(kind, idleMs) {
       const init = { credentials: "same-origin", cache: "no-store", keepalive: kind === 3 };
@@ -47,7 +51,7 @@ function host(base) {
           return [kind && { active: 1, exempt: 2, expired: 3 }[j.state], j.remaining_ms];
         })
         .catch(() => [0])
-        .then((m) => dispatch(...m));
+        .then((m) => send(...m));
     },
     open() {
       try {
@@ -72,31 +76,35 @@ function host(base) {
     storeClaim: (at) => store((s) => s.setItem(KEY + "heartbeat", at)),
     navigate: () => location.replace(expiredUrl || logoutUrl),
   };
+  return h;
 }
+
+let started; // the wasm runs one client per page: a second start gets the same handle
 
 export const sessionTimeoutService = {
   dependencies: [],
   // { stop(), state() }, or null if the client cannot run (the server still enforces).
-  async start(env) {
-    const cfg = env?.sessionTimeout || {};
-    try {
-      await init({ module_or_path: cfg.wasmUrl || meta("wasm") || "/static/pkg/session_timeout_client_bg.wasm" });
-      const h = host(cfg.base || meta("base") || "/session-timeout");
-      const client = (h.client = start(h));
-      return {
-        stop: () => client.stop(),
-        state: () => ({
-          phase: ["stopped", "starting", "running", "exempt", "no_session", "ended"][client.debug(0) + 1],
-          listeners: client.debug(1),
-          deadline: client.debug(2),
-        }),
-      };
-    } catch (e) {
-      console.error("session timeout client not started", e);
-      return null;
-    }
-  },
+  start: (env) => (started ??= boot(env?.sessionTimeout || {})),
 };
+
+async function boot(cfg) {
+  try {
+    await init({ module_or_path: cfg.wasmUrl || meta("wasm") || "/static/pkg/session_timeout_client_bg.wasm" });
+    const h = host(cfg.base || meta("base") || "/session-timeout");
+    start(h);
+    return {
+      stop: () => stop(h),
+      state: () => ({
+        phase: ["stopped", "starting", "running", "exempt", "no_session", "ended"][debug(0) + 1],
+        listeners: debug(1),
+        deadline: debug(2),
+      }),
+    };
+  } catch (e) {
+    console.error("session timeout client not started", e);
+    return null;
+  }
+}
 
 export function register(registry) {
   registry.category("services").add("session_timeout", sessionTimeoutService);

@@ -41,19 +41,31 @@ if (!globalThis.__stTestWrapped) {
   window.clearTimeout = (handle) => { timers.delete(handle); clearT(handle); };
 }
 
-export function fake_host() {
+let last = null; // the latest fake host: a test may stop what a failed one left running
+
+// A fresh fake host; `dispatch(host, code, a, b)` is the client's export,
+// which its listeners, timer and the tests' replies call.
+export function fake_host(dispatch) {
+  const fns = [];
+  const fn = (code) => {
+    if (!fns[code]) {
+      fns[code] = code === 24
+        ? (e) => e.target.closest?.("a[href]")?.pathname === "/web/session/logout" && dispatch(host, 24, 0, 0)
+        : () => dispatch(host, code, 0, 0);
+      ours.add(fns[code]);
+    }
+    return fns[code];
+  };
   const host = {
-    window,
-    document,
-    client: null,
     log: { requests: [], posts: [], navigations: 0, claim: -1 },
-    listener(code) {
-      const f = code === 24
-        ? (e) => e.target.closest?.("a[href]")?.pathname === "/web/session/logout" && host.client.dispatch(24, 0, 0)
-        : () => host.client.dispatch(code, 0, 0);
-      ours.add(f);
-      return f;
+    get hidden() { return document.hidden; },
+    listen(add, onDocument, kind, code, capture) {
+      const target = onDocument ? document : window;
+      if (add) target.addEventListener(kind, fn(code), { passive: true, capture });
+      else target.removeEventListener(kind, fn(code), capture);
     },
+    setTimer: (ms) => setTimeout(fn(23), ms),
+    clearTimer: (handle) => clearTimeout(handle),
     request(kind, idle) { host.log.requests.push(`${kind}:${Math.round(idle / 1000)}`); },
     open() {},
     close() {},
@@ -62,14 +74,11 @@ export function fake_host() {
     storeClaim(at) { host.log.claim = at; },
     navigate() { host.log.navigations++; },
   };
+  last = host;
   return host;
 }
 
-export function bind(host, client) { host.client = client; }
-export const dispatch = (host, code, a, b) => host.client.dispatch(code, a, b);
-export const debug = (host, what) => host.client.debug(what);
-export const stop = (host) => host.client.stop();
-export const free = (host) => host.client.free();
+export const last_host = () => last;
 export const live_listeners = () => attached.size;
 export const live_timers = () => timers.size;
 export const all_passive = () => [...attached].every((k) => passive.get(k));
