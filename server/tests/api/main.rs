@@ -8,6 +8,7 @@ mod helpers;
 mod admin;
 mod api;
 mod cli;
+mod crash;
 mod durability;
 mod faults;
 mod identity;
