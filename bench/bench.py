@@ -121,7 +121,7 @@ def parse_latency(s):
     return v * {"us": 1e-3, "ms": 1.0, "s": 1e3}.get(unit, 1.0)
 
 
-def wrk(url, sessions, method="GET", body=None, cookie=True):
+def wrk(url, sessions, method="GET", body=None, cookie=True, allow_429=False):
     env = dict(os.environ, BENCH_SESSIONS=str(sessions), BENCH_METHOD=method)
     if body:
         env["BENCH_BODY"] = body
@@ -136,9 +136,13 @@ def wrk(url, sessions, method="GET", body=None, cookie=True):
     p99 = parse_latency(re.search(r"99%\s+(\S+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)
-    if errors or sock:
+    # Heartbeats of one session closer than 250 ms apart are answered 429
+    # (their activity still recorded): with few sessions and tens of
+    # thousands of requests a second, most are. Reported, not hidden.
+    if (errors and not allow_429) or sock:
         raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
-    return {"rps": rps, "requests": reqs, "p50_ms": p50, "p99_ms": p99}
+    refused = int(errors.group(1)) / reqs if errors else 0.0
+    return {"rps": rps, "requests": reqs, "p50_ms": p50, "p99_ms": p99, "refused": refused}
 
 
 class Server:
@@ -225,7 +229,7 @@ def server_bench():
                 ("actix 204", actix, f"http://127.0.0.1:{actix_port}/", {}),
                 ("auth", sidecar, f"{api}/auth", {}),
                 ("check", sidecar, f"{api}/check", {}),
-                ("heartbeat", sidecar, f"{api}/heartbeat", {"method": "POST", "body": '{"idle_ms":0}'}),
+                ("heartbeat", sidecar, f"{api}/heartbeat", {"method": "POST", "body": '{"idle_ms":0}', "allow_429": True}),
             ]
             runs = {t[0]: [] for t in targets}
             hb_commits, hb_seconds, wait_max = 0.0, 0.0, 0.0
@@ -300,13 +304,13 @@ def report(server, client):
     if server:
         lines.append("## Sidecar throughput against baselines\n")
         lines.append("Ratios are to the actix-web 204 baseline of the same size group (req/s: higher is better; CPU: lower is better).\n")
-        lines.append("| sessions | target | req/s | p50 ms | p99 ms | CPU us/req | req/s vs actix | CPU vs actix | RSS |")
-        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("| sessions | target | req/s | p50 ms | p99 ms | CPU us/req | req/s vs actix | CPU vs actix | RSS | answered 429 |")
+        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for size, r in server.items():
             base = r["runs"]["actix 204"]
             for name, m in r["runs"].items():
                 lines.append(f"| {size:,} | {name} | {m['rps']:,.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} | {m['cpu_us_per_req']:.1f} | "
-                             f"{m['rps'] / base['rps']:.2f}x | {m['cpu_us_per_req'] / base['cpu_us_per_req']:.2f}x | {fmt_bytes(m['rss'])} |")
+                             f"{m['rps'] / base['rps']:.2f}x | {m['cpu_us_per_req'] / base['cpu_us_per_req']:.2f}x | {fmt_bytes(m['rss'])} | {m['refused'] * 100:.0f}% |")
         lines.append("")
         sizes = list(server)
         lo, hi = sizes[0], sizes[-1]
@@ -327,6 +331,8 @@ def report(server, client):
         for size, r in server.items():
             fs = "n/a" if r["fsyncs_per_s_strace"] is None else f"{r['fsyncs_per_s_strace']:.1f}"
             lines.append(f"| {size:,} | {r['startup_s']:.2f} s | {r['heartbeats_per_s']:,.0f} | {r['commits_per_s']:.1f} | {fs} | {r['commit_wait_max_ms']:.0f} ms |")
+        lines.append("\nHeartbeats: a session's heartbeats closer than 250 ms apart are answered `429` with their activity recorded (the rate limit); "
+                     "with 1 000 sessions at this load nearly all are, with 1 000 000 almost none. A real page sends one per heartbeat interval (1 to 60 s).\n")
         lines.append("\nEvery heartbeat is acknowledged from memory and committed with the others of its window: "
                      "never one fsync per heartbeat (the strace run slows the server, so its heartbeat rate is lower than the table above).\n")
     if client:

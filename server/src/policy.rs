@@ -14,6 +14,11 @@ impl Millis {
     }
 }
 
+/// Heartbeats of one session closer together than this are answered `429`
+/// (their activity is still recorded): the page sends at most one per
+/// heartbeat interval, so only a broken or hostile client gets there.
+pub const MIN_HEARTBEAT_GAP_MS: i64 = 250;
+
 /// The default idle timeout, in seconds, used when none is configured or the
 /// configured value is invalid.
 pub const DEFAULT_TIMEOUT_S: u64 = 300;

@@ -217,7 +217,14 @@ async fn heartbeat(req: HttpRequest, payload: web::Payload, st: web::Data<AppSta
             b.idle_ms.unwrap_or(0)
         }
     };
-    let a = st.sessions.answer(cookie, Op::Heartbeat { idle_ms }).await;
+    let (a, too_soon) = st.sessions.answer_limited(cookie, Op::Heartbeat { idle_ms }).await;
+    if let Some(wait_ms) = too_soon {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("heartbeats of one session must be at least {} ms apart (this one was recorded); retry in {wait_ms} ms", crate::policy::MIN_HEARTBEAT_GAP_MS),
+        ));
+    }
     Ok(answer_response(&st, a))
 }
 
@@ -260,7 +267,12 @@ fn refused(st: &AppState, reason: EndReason) -> HttpResponse {
     HttpResponse::Unauthorized()
         .insert_header((LOGOUT_HEADER, st.logout_url.as_str()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({ "error": "session_ended", "reason": reason.as_str(), "logout_url": st.logout_url }))
+        .json(serde_json::json!({
+            "error": "session_ended",
+            "message": format!("the session has ended ({reason}); log in again through {}", st.logout_url),
+            "reason": reason.as_str(),
+            "logout_url": st.logout_url,
+        }))
 }
 
 /// Forward auth for Envoy: any method and path, `200` to allow.

@@ -86,7 +86,15 @@ impl Sessions {
     /// A storage failure while recording an expiry does not change the answer:
     /// the session is ended in memory either way, which is the safe side.
     pub async fn answer(&self, cookie_value: &str, op: Op) -> Answer {
+        self.answer_limited(cookie_value, op).await.0
+    }
+
+    /// Like `answer`, and also says when a heartbeat came too soon after the
+    /// previous one: its activity is recorded all the same (the newest input
+    /// is never lost), but the page is told to slow down.
+    pub async fn answer_limited(&self, cookie_value: &str, op: Op) -> (Answer, Option<i64>) {
         let key = self.key(cookie_value);
+        let mut too_soon = None;
         self.identify(&key, cookie_value).await;
         let now = self.clock.now();
         let policy = self.store.policy();
@@ -107,6 +115,12 @@ impl Sessions {
                 SessionStatus::Active { .. } => {
                     if let Op::Heartbeat { idle_ms } = op {
                         e.last_activity = policy::touched(e.last_activity, now, idle_ms);
+                        let gap = now.saturating_sub(e.heartbeat_at);
+                        if (0..policy::MIN_HEARTBEAT_GAP_MS).contains(&gap) {
+                            too_soon = Some(policy::MIN_HEARTBEAT_GAP_MS - gap);
+                        } else {
+                            e.heartbeat_at = now;
+                        }
                     }
                     match policy::status(e.created, e.last_activity, now, &policy) {
                         SessionStatus::Active { remaining_ms } => Answer::Active { timeout_s: policy.timeout_s(), remaining_ms },
@@ -133,7 +147,7 @@ impl Sessions {
                 }
             }
         }
-        answer
+        (answer, too_soon)
     }
 
     /// Ends a session for `reason` and returns once that is durable.

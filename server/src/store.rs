@@ -94,11 +94,13 @@ pub struct Entry {
     pub uid: i32,
     pub class: UserClass,
     pub end_reason: Option<EndReason>,
+    /// When the last heartbeat was accepted (memory only), for the rate limit.
+    pub heartbeat_at: Millis,
 }
 
 impl Entry {
     pub fn new(now: Millis, class: UserClass, uid: i32, recheck_at: i64) -> Entry {
-        Entry { created: now, last_activity: now, ended_at: Millis(0), recheck_at, uid, class, end_reason: None }
+        Entry { created: now, last_activity: now, ended_at: Millis(0), recheck_at, uid, class, end_reason: None, heartbeat_at: Millis(0) }
     }
     pub fn is_ended(&self) -> bool {
         self.end_reason.is_some()
@@ -255,6 +257,7 @@ impl Store {
                     // An ended row with an unreadable reason stays ended.
                     end_reason: ended.map(|_| reason.as_deref().and_then(EndReason::parse).unwrap_or(EndReason::Revoked)),
                     recheck_at: if verified == 0 { now.0 } else { 0 },
+                    heartbeat_at: Millis(0),
                 };
                 let key = SessionKey(key);
                 lock(&shards[shard_of(&key)]).map.insert(key, Slot { entry, queued: false });

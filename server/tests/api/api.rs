@@ -28,11 +28,30 @@ async fn idle_ms_backdates_the_activity_but_never_moves_it_back() {
     let r = app.heartbeat(&c, 10_000).await;
     assert_eq!(r.body["remaining_ms"], 50_000, "last input was 10 s ago");
     // An older input than what is known changes nothing.
+    app.advance(1.0);
     let r = app.heartbeat(&c, 25_000).await;
-    assert_eq!(r.body["remaining_ms"], 50_000);
+    assert_eq!(r.body["remaining_ms"], 49_000);
     // A huge idle_ms cannot overflow or revive anything.
+    app.advance(1.0);
     let r = app.heartbeat(&c, u64::MAX).await;
-    assert_eq!((r.status, r.body["remaining_ms"].as_i64()), (200, Some(50_000)));
+    assert_eq!((r.status, r.body["remaining_ms"].as_i64()), (200, Some(48_000)));
+}
+
+#[actix_rt::test]
+async fn heartbeats_too_close_together_are_refused_but_their_activity_counts() {
+    let app = spawn_app().await;
+    let c = app.login("admin").await;
+    app.check(&c).await;
+    app.advance(30.0);
+    assert_eq!(app.heartbeat(&c, 20_000).await.body["remaining_ms"], 40_000);
+    app.clock.advance_ms(100);
+    let r = app.heartbeat(&c, 0).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (429, Some("rate_limited")), "{}", r.text);
+    assert!(r.body["message"].as_str().unwrap().contains("was recorded"), "{}", r.text);
+    // The newest input was not lost: the full timeout remains.
+    assert_eq!(app.check(&c).await.body["remaining_ms"], 60_000);
+    app.clock.advance_ms(250);
+    assert_eq!(app.heartbeat(&c, 0).await.status, 200);
 }
 
 #[actix_rt::test]

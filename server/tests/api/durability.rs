@@ -78,6 +78,7 @@ async fn heartbeats_are_group_committed_not_one_fsync_each() {
     app.flush().await;
     let before = app.state.sessions.store.stats.commits.load(std::sync::atomic::Ordering::Relaxed);
     for _ in 0..200 {
+        app.clock.advance_ms(250);
         assert_eq!(state_of(&app.heartbeat(&c, 0).await), "active");
     }
     app.flush().await;

@@ -11,4 +11,5 @@ mod cli;
 mod crash;
 mod durability;
 mod faults;
+mod fuzz;
 mod identity;
