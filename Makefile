@@ -10,7 +10,7 @@ BIND     ?= 127.0.0.1:8080
 TIMEOUT  ?= 60
 DB       ?= data/demo.db
 
-.PHONY: all build server wasm run test test-server test-client test-wasm test-e2e size bench tools clean
+.PHONY: all build server wasm run test test-server test-client test-wasm test-e2e test-size size bench soak fuzz tools clean
 
 all: build
 
@@ -29,7 +29,10 @@ run: build
 	$(BIN) demo --bind $(BIND) --db $(DB) --timeout $(TIMEOUT) --www www
 
 ## test: every test, browser tests included
-test: tools build test-server test-client test-wasm test-e2e
+test: tools build test-size test-server test-client test-wasm test-e2e
+
+test-size: wasm
+	scripts/size.sh --check
 
 test-server:
 	cargo test --locked -p session-timeout-server
@@ -47,6 +50,15 @@ test-e2e: tools build
 bench: tools build
 	cargo build --release --locked -p session-timeout-server --examples
 	python3 bench/bench.py
+
+## soak: 10 minutes of mixed traffic (SOAK_SECONDS), then 20 kill -9 rounds under load (long; not in test)
+soak: server
+	python3 tests/soak/soak.py
+	CRASH_ROUNDS=20 cargo test --locked -p session-timeout-server --test api crash -- --nocapture
+
+## fuzz: the property tests over requests and configuration with many more cases (long; not in test)
+fuzz:
+	PROPTEST_CASES=$${PROPTEST_CASES:-200000} cargo test --locked --release -p session-timeout-server --test api fuzz
 
 ## size: raw and gzip -9 sizes of the browser bundle
 size: wasm
