@@ -251,7 +251,7 @@ async fn revoke(req: HttpRequest, path: web::Path<String>, st: web::Data<AppStat
     st.admin.authorize(&req)?;
     let prefix = path.into_inner();
     let key = st.sessions.find_by_prefix(&prefix).map_err(|e| match e {
-        PrefixError::Malformed => ApiError::bad_request("invalid_key", format!("`{prefix}` is not a key prefix (8 to 64 hex digits)")),
+        PrefixError::Malformed => ApiError::bad_request("invalid_key", format!("`{prefix}` is not a key prefix (8 to 32 hex digits)")),
         PrefixError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "session_not_found", format!("no session key starts with `{prefix}`")),
         PrefixError::Ambiguous => {
             ApiError::new(StatusCode::CONFLICT, "ambiguous_key", format!("several sessions start with `{prefix}`; give more digits"))

@@ -255,7 +255,7 @@ impl Sessions {
     /// Finds the one session whose key starts with `prefix` (hex).
     pub fn find_by_prefix(&self, prefix: &str) -> Result<SessionKey, PrefixError> {
         let prefix = prefix.to_ascii_lowercase();
-        if prefix.len() < 8 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if prefix.len() < 8 || prefix.len() > 32 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(PrefixError::Malformed);
         }
         let mut found = None;
@@ -319,11 +319,14 @@ impl Sessions {
     }
 }
 
-/// HMAC-SHA-256 of a cookie value under the server secret.
+/// HMAC-SHA-256 of a cookie value under the server secret, cut to 128 bits.
 pub fn key_for(secret: &[u8; 32], cookie_value: &str) -> SessionKey {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(cookie_value.as_bytes());
-    SessionKey(mac.finalize().into_bytes().into())
+    let full = mac.finalize().into_bytes();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&full[..16]);
+    SessionKey(key)
 }
 
 struct InflightGuard<'a> {

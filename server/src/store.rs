@@ -20,10 +20,12 @@ use tokio::sync::oneshot;
 
 use crate::policy::{EndReason, Millis, Policy, UserClass};
 
-/// A session's identity: HMAC-SHA-256 of its cookie value under the server
-/// secret. The raw cookie never reaches the store.
+/// A session's identity: the first 128 bits of HMAC-SHA-256 of its cookie
+/// value under the server secret (enough against collisions and guessing,
+/// and half the memory of the full 256). The raw cookie never reaches the
+/// store.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionKey(pub [u8; 32]);
+pub struct SessionKey(pub [u8; 16]);
 
 impl SessionKey {
     /// The short form shown to administrators and written to the audit log.
@@ -51,7 +53,7 @@ impl Hasher for KeyHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 32]` hashes as its bytes, possibly after a length prefix.
+        // `[u8; 16]` hashes as its bytes, possibly after a length prefix.
         for chunk in bytes.chunks(8) {
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);
@@ -60,7 +62,7 @@ impl Hasher for KeyHasher {
     }
 }
 
-type Map = HashMap<SessionKey, Slot, BuildHasherDefault<KeyHasher>>;
+type Map = HashMap<SessionKey, Entry, BuildHasherDefault<KeyHasher>>;
 const SHARDS: usize = 16;
 
 /// A part of the session table with its own lock. Changes waiting for the
@@ -74,14 +76,8 @@ struct Shard {
     dirty_since: Option<Instant>,
 }
 
-#[derive(Clone, Copy)]
-struct Slot {
-    entry: Entry,
-    /// Whether the key is in its shard's `dirty` list.
-    queued: bool,
-}
 
-/// One session as kept in memory (about 40 bytes plus its 32-byte key).
+/// One session as kept in memory: 48 bytes plus its 16-byte key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub created: Millis,
@@ -96,11 +92,27 @@ pub struct Entry {
     pub end_reason: Option<EndReason>,
     /// When the last heartbeat was accepted (memory only), for the rate limit.
     pub heartbeat_at: Millis,
+    /// Whether the key waits in its shard's `dirty` list (store only; it
+    /// fits in what would otherwise be padding).
+    pub(crate) queued: bool,
 }
+
+// Memory per session is a promise (BENCHMARKS.md): keep the entry small.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 48 && std::mem::size_of::<SessionKey>() == 16);
 
 impl Entry {
     pub fn new(now: Millis, class: UserClass, uid: i32, recheck_at: i64) -> Entry {
-        Entry { created: now, last_activity: now, ended_at: Millis(0), recheck_at, uid, class, end_reason: None, heartbeat_at: Millis(0) }
+        Entry {
+            created: now,
+            last_activity: now,
+            ended_at: Millis(0),
+            recheck_at,
+            uid,
+            class,
+            end_reason: None,
+            heartbeat_at: Millis(0),
+            queued: false,
+        }
     }
     pub fn is_ended(&self) -> bool {
         self.end_reason.is_some()
@@ -244,7 +256,7 @@ impl Store {
             let mut rows = stmt.query([]).map_err(corrupt)?;
             while let Some(row) = rows.next().map_err(corrupt)? {
                 let key: Vec<u8> = row.get(0).map_err(corrupt)?;
-                let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) else { continue };
+                let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) else { continue };
                 let ended: Option<i64> = row.get(6).map_err(corrupt)?;
                 let reason: Option<String> = row.get(7).map_err(corrupt)?;
                 let verified: i64 = row.get(5).map_err(corrupt)?;
@@ -258,9 +270,10 @@ impl Store {
                     end_reason: ended.map(|_| reason.as_deref().and_then(EndReason::parse).unwrap_or(EndReason::Revoked)),
                     recheck_at: if verified == 0 { now.0 } else { 0 },
                     heartbeat_at: Millis(0),
+                    queued: false,
                 };
                 let key = SessionKey(key);
-                lock(&shards[shard_of(&key)]).map.insert(key, Slot { entry, queued: false });
+                lock(&shards[shard_of(&key)]).map.insert(key, entry);
             }
         }
 
@@ -305,7 +318,7 @@ impl Store {
     }
 
     pub fn get(&self, key: &SessionKey) -> Option<Entry> {
-        lock(&self.shards[shard_of(key)]).map.get(key).map(|s| s.entry)
+        lock(&self.shards[shard_of(key)]).map.get(key).copied()
     }
 
     /// Runs `f` on the session's entry under its shard lock and returns what
@@ -320,13 +333,13 @@ impl Store {
         let mut guard = lock(&self.shards[shard_of(key)]);
         let shard = &mut *guard;
         let before = shard.map.get(key).copied();
-        let mut slot = before.map(|s| s.entry);
+        let mut slot = before;
         let r = f(&mut slot);
         let mut durable = None;
         match (slot, before) {
-            (Some(after), Some(b)) if after == b.entry => {}
+            (Some(after), Some(b)) if after == b => {}
             (Some(after), _) => {
-                let was_ended = before.is_some_and(|b| b.entry.is_ended());
+                let was_ended = before.is_some_and(|b| b.is_ended());
                 let mut queued = before.is_some_and(|b| b.queued);
                 if after.is_ended() && !was_ended {
                     // Sent while still holding the lock, so the writer sees
@@ -340,7 +353,7 @@ impl Store {
                     shard.dirty.push(*key);
                     shard.dirty_since.get_or_insert_with(Instant::now);
                 }
-                shard.map.insert(*key, Slot { entry: after, queued });
+                shard.map.insert(*key, Entry { queued, ..after });
             }
             (None, Some(_)) => {
                 shard.map.remove(key);
@@ -392,8 +405,8 @@ impl Store {
     /// Visits every session, one shard lock at a time.
     pub fn for_each(&self, mut f: impl FnMut(&SessionKey, &Entry)) {
         for s in self.shards.iter() {
-            for (k, slot) in lock(s).map.iter() {
-                f(k, &slot.entry);
+            for (k, e) in lock(s).map.iter() {
+                f(k, e);
             }
         }
     }
@@ -401,7 +414,7 @@ impl Store {
     /// Removes sessions from memory for which `f` says so (under shard locks).
     pub fn retain(&self, mut f: impl FnMut(&SessionKey, &Entry) -> bool) {
         for s in self.shards.iter() {
-            lock(s).map.retain(|k, slot| f(k, &slot.entry));
+            lock(s).map.retain(|k, e| f(k, e));
         }
     }
 
@@ -453,7 +466,7 @@ impl Drop for Store {
 }
 
 fn shard_of(key: &SessionKey) -> usize {
-    key.0[31] as usize % SHARDS
+    key.0[15] as usize % SHARDS
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -616,11 +629,11 @@ impl Writer {
                 batch.since = Some(batch.since.map_or(t, |b| b.min(t)));
             }
             for key in shard.dirty.drain(..) {
-                if let Some(slot) = shard.map.get_mut(&key) {
-                    slot.queued = false;
+                if let Some(e) = shard.map.get_mut(&key) {
+                    e.queued = false;
                     // An ended session is written by its End message.
-                    if !slot.entry.is_ended() {
-                        batch.upserts.insert(key, slot.entry);
+                    if !e.is_ended() {
+                        batch.upserts.insert(key, *e);
                     }
                 }
             }

@@ -112,3 +112,20 @@ impl TestApp {
         self.clock.now().0
     }
 }
+
+#[actix_rt::test]
+async fn a_clock_jumping_forward_or_back_ends_sessions_only_as_the_policy_says() {
+    let app = spawn_app().await;
+    let c = app.login("admin").await;
+    app.check(&c).await;
+    // Forward by less than the timeout: still active, with what is left.
+    app.advance(45.0);
+    assert_eq!(app.check(&c).await.body["remaining_ms"], 15_000);
+    // Back by an hour: never more than a full timeout left, never negative.
+    app.advance(-3600.0);
+    assert_eq!(app.check(&c).await.body["remaining_ms"], 60_000);
+    assert_eq!(app.auth(&c).await.status, 204);
+    // Forward again past the last activity + timeout: ended, by the policy.
+    app.advance(3600.0 + 15.001);
+    assert_eq!(state_of(&app.check(&c).await), "expired");
+}
