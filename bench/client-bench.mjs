@@ -66,12 +66,13 @@ async function costs(browser) {
     }
     // Per-event cost: N synthetic mouse moves, service running vs stopped.
     const N = 200000;
-    const burst = () => page.evaluate((n) => {
+    const burstIn = (p) => p.evaluate((n) => {
       const t = document.body;
       const t0 = performance.now();
       for (let i = 0; i < n; i++) t.dispatchEvent(new MouseEvent('mousemove', { bubbles: true, clientX: i & 255, clientY: 7 }));
       return performance.now() - t0;
     }, N);
+    const burst = () => burstIn(page);
     await burst(); // warm-up
     const withSvc = [];
     const without = [];
@@ -80,12 +81,7 @@ async function costs(browser) {
     await bare.goto(`${demo.url}/odoo`);
     await clientReady(bare);
     await bare.evaluate(() => window.__sessionTimeout.stop());
-    const burstBare = () => bare.evaluate((n) => {
-      const t = document.body;
-      const t0 = performance.now();
-      for (let i = 0; i < n; i++) t.dispatchEvent(new MouseEvent('mousemove', { bubbles: true, clientX: i & 255, clientY: 7 }));
-      return performance.now() - t0;
-    }, N);
+    const burstBare = () => burstIn(bare);
     await burstBare();
     for (let r = 0; r < 7; r++) {
       withSvc.push(await burst());
