@@ -124,6 +124,10 @@ pub const MAX_DEFAULT_INTERVAL_MS: u64 = 60_000;
 /// The check after the expiry deadline waits this long so that the server,
 /// whose clock may be a little behind, already sees the session as expired.
 pub const EXPIRY_SLACK_MS: u64 = 500;
+/// Each tab waits a fixed random part of this longer before its check at
+/// the deadline, so that with several tabs one checks first and tells the
+/// others (which then go to the logout without a request of their own).
+pub const CHECK_SPREAD_MS: u64 = 400;
 /// A server answer younger than this is fresh enough: a wake-up (focus,
 /// visibility, pageshow, all of which often fire together) does not check
 /// again, so that flipping between tabs cannot hammer the server.
@@ -194,6 +198,8 @@ pub struct Core {
     slot_jitter_ms: u64,
     /// xorshift64 state, seeded by the web layer (0: no jitter, for tests).
     rng: u64,
+    /// This tab's part of `CHECK_SPREAD_MS` (0 with seed 0, as in tests).
+    check_jitter_ms: u64,
     /// When the server says the session expires unless used.
     expiry_at: Option<Millis>,
     /// When this tab last had a successful answer.
@@ -230,6 +236,7 @@ impl Core {
             last_heartbeat: None,
             slot_jitter_ms: 0,
             rng: seed,
+            check_jitter_ms: seed % CHECK_SPREAD_MS,
             expiry_at: None,
             last_reply: None,
             hidden_at: None,
@@ -503,7 +510,7 @@ impl Core {
         if self.check_wanted {
             return Some(Millis(0));
         }
-        let expiry = self.expiry_at?.plus(EXPIRY_SLACK_MS);
+        let expiry = self.expiry_at?.plus(EXPIRY_SLACK_MS + self.check_jitter_ms);
         let earliest = self
             .last_reply
             .map_or(Millis(0), |t| t.plus(MIN_CHECK_GAP_MS));

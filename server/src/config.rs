@@ -242,7 +242,9 @@ impl RawOptions {
             lookup_timeout,
             admin_token,
             workers,
-            sweep_interval: Duration::from_millis(500),
+            // Expiries are decided when a session is asked about; the sweep
+            // only records the ones nobody asked about (at their deadline).
+            sweep_interval: Duration::from_secs(2),
         })
     }
 }

@@ -54,7 +54,8 @@ pub struct Sessions {
     pub metrics: Arc<Metrics>,
     pub identity: IdentityConfig,
     pub retention: Duration,
-    secret: [u8; 32],
+    /// HMAC keyed with the server secret once; cloned for each cookie.
+    mac: Hmac<Sha256>,
     lookups: tokio::sync::Semaphore,
     /// Lookups under way, so that concurrent first requests of one session
     /// ask the ERP once and the others wait for that answer.
@@ -73,12 +74,13 @@ impl Sessions {
         // Bounds how many ERP lookups run at once, so a flood of new cookies
         // cannot turn the sidecar into a load generator against the ERP.
         let lookups = tokio::sync::Semaphore::new(32);
-        Sessions { store, clock, metrics, identity, retention, secret, lookups, inflight: Mutex::default() }
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&secret).expect("HMAC takes any key length");
+        Sessions { store, clock, metrics, identity, retention, mac, lookups, inflight: Mutex::default() }
     }
 
     /// The keyed hash that stands for a cookie value everywhere we store.
     pub fn key(&self, cookie_value: &str) -> SessionKey {
-        key_for(&self.secret, cookie_value)
+        cut(self.mac.clone().chain_update(cookie_value.as_bytes()))
     }
 
     /// Answers a heartbeat, check or auth for the session behind `cookie_value`.
@@ -95,41 +97,22 @@ impl Sessions {
     pub async fn answer_limited(&self, cookie_value: &str, op: Op) -> (Answer, Option<i64>) {
         let key = self.key(cookie_value);
         let mut too_soon = None;
-        self.identify(&key, cookie_value).await;
-        let now = self.clock.now();
         let policy = self.store.policy();
-        let (answer, durable) = self.store.update(&key, |slot| {
-            let e = slot.get_or_insert_with(|| Entry::new(now, UserClass::Internal, 0, 0));
-            if let Some(reason) = e.end_reason {
-                return Answer::Ended(reason);
-            }
-            if e.class.is_exempt() {
-                return Answer::Exempt;
-            }
-            match policy::status(e.created, e.last_activity, now, &policy) {
-                SessionStatus::Expired { reason, at } => {
-                    e.end_reason = Some(reason);
-                    e.ended_at = at;
-                    Answer::Ended(reason)
-                }
-                SessionStatus::Active { .. } => {
-                    if let Op::Heartbeat { idle_ms } = op {
-                        e.last_activity = policy::touched(e.last_activity, now, idle_ms);
-                        let gap = now.saturating_sub(e.heartbeat_at);
-                        if (0..policy::MIN_HEARTBEAT_GAP_MS).contains(&gap) {
-                            too_soon = Some(policy::MIN_HEARTBEAT_GAP_MS - gap);
-                        } else {
-                            e.heartbeat_at = now;
-                        }
-                    }
-                    match policy::status(e.created, e.last_activity, now, &policy) {
-                        SessionStatus::Active { remaining_ms } => Answer::Active { timeout_s: policy.timeout_s(), remaining_ms },
-                        // Cannot happen: touching only moves last activity forward.
-                        SessionStatus::Expired { reason, .. } => Answer::Ended(reason),
-                    }
-                }
-            }
+        // The common case takes the shard lock once: a known session whose
+        // owner is settled is judged at once; otherwise ask the ERP first.
+        let now = self.clock.now();
+        let (known, durable) = self.store.update(&key, |slot| {
+            let due = slot.as_ref().map_or(true, |e| !e.is_ended() && e.recheck_at != 0 && e.recheck_at <= now.0);
+            (!due).then(|| judge(slot, now, &policy, op, &mut too_soon))
         });
+        let (answer, durable) = match known {
+            Some(answer) => (answer, durable),
+            None => {
+                self.identify(&key, cookie_value).await;
+                let now = self.clock.now();
+                self.store.update(&key, |slot| judge(slot, now, &policy, op, &mut too_soon))
+            }
+        };
         if let Op::Heartbeat { .. } = op {
             self.metrics.count_heartbeat(matches!(answer, Answer::Active { .. }));
         }
@@ -274,17 +257,34 @@ impl Sessions {
     }
 
     /// Ends sessions whose deadline passed (so the audit log shows expiries
-    /// even when nobody asks), and forgets old ended or public sessions.
+    /// even when nobody asks; each is recorded at its deadline, not when it
+    /// was found), and forgets old ended or public sessions. All shards.
     pub async fn sweep(&self) {
+        for shard in 0..Store::SHARDS {
+            self.sweep_shard(shard).await;
+        }
+    }
+
+    /// `sweep` for one shard: one pass under its lock, then the endings.
+    pub async fn sweep_shard(&self, shard: usize) {
         let now = self.clock.now();
         let policy = self.store.policy();
+        let forget_before = now.0 - self.retention.as_millis() as i64;
+        let stale_public = now.0 - 600_000;
         let mut due = Vec::new();
-        self.store.for_each(|k, e| {
-            if !e.is_ended() && !e.class.is_exempt() {
+        self.store.retain_in(shard, |k, e| {
+            if e.is_ended() {
+                return e.ended_at.0 >= forget_before;
+            }
+            if e.class == UserClass::Public {
+                return e.recheck_at >= stale_public;
+            }
+            if !e.class.is_exempt() {
                 if let SessionStatus::Expired { .. } = policy::status(e.created, e.last_activity, now, &policy) {
                     due.push(*k);
                 }
             }
+            true
         });
         for key in due {
             let (reason, durable) = self.store.update(&key, |slot| {
@@ -307,22 +307,52 @@ impl Sessions {
                 let _ = rx.await;
             }
         }
-        let forget_before = now.0 - self.retention.as_millis() as i64;
-        let stale_public = now.0 - 600_000;
-        self.store.retain(|_, e| {
-            if e.is_ended() {
-                e.ended_at.0 >= forget_before
-            } else {
-                !(e.class == UserClass::Public && e.recheck_at < stale_public)
+    }
+}
+
+/// The policy applied to one session under its shard lock: ends it if its
+/// deadline passed, records a heartbeat's activity. An unknown session is
+/// created as internal (first sight counts as the login).
+fn judge(slot: &mut Option<Entry>, now: Millis, policy: &policy::Policy, op: Op, too_soon: &mut Option<i64>) -> Answer {
+    let e = slot.get_or_insert_with(|| Entry::new(now, UserClass::Internal, 0, 0));
+    if let Some(reason) = e.end_reason {
+        return Answer::Ended(reason);
+    }
+    if e.class.is_exempt() {
+        return Answer::Exempt;
+    }
+    match policy::status(e.created, e.last_activity, now, policy) {
+        SessionStatus::Expired { reason, at } => {
+            e.end_reason = Some(reason);
+            e.ended_at = at;
+            Answer::Ended(reason)
+        }
+        SessionStatus::Active { .. } => {
+            if let Op::Heartbeat { idle_ms } = op {
+                e.last_activity = policy::touched(e.last_activity, now, idle_ms);
+                let gap = now.saturating_sub(e.heartbeat_at);
+                if (0..policy::MIN_HEARTBEAT_GAP_MS).contains(&gap) {
+                    *too_soon = Some(policy::MIN_HEARTBEAT_GAP_MS - gap);
+                } else {
+                    e.heartbeat_at = now;
+                }
             }
-        });
+            match policy::status(e.created, e.last_activity, now, policy) {
+                SessionStatus::Active { remaining_ms } => Answer::Active { timeout_s: policy.timeout_s(), remaining_ms },
+                // Cannot happen: touching only moves last activity forward.
+                SessionStatus::Expired { reason, .. } => Answer::Ended(reason),
+            }
+        }
     }
 }
 
 /// HMAC-SHA-256 of a cookie value under the server secret, cut to 128 bits.
 pub fn key_for(secret: &[u8; 32], cookie_value: &str) -> SessionKey {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(cookie_value.as_bytes());
+    let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    cut(mac.chain_update(cookie_value.as_bytes()))
+}
+
+fn cut(mac: Hmac<Sha256>) -> SessionKey {
     let full = mac.finalize().into_bytes();
     let mut key = [0u8; 16];
     key.copy_from_slice(&full[..16]);

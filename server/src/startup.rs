@@ -108,18 +108,20 @@ where
     Ok(server)
 }
 
-/// Ends overdue sessions in the background, every `interval`, on a thread of
-/// its own so that scanning many sessions never delays a request. The thread
-/// stops once the server's state is gone.
+/// Ends overdue sessions in the background, a full pass every `interval`,
+/// one shard at a time, on a thread of its own: no request waits behind a
+/// scan of the whole table. The thread stops once the server's state is gone.
 pub fn spawn_sweeper(state: &web::Data<AppState>, interval: std::time::Duration) {
     let sessions = Arc::downgrade(&state.sessions);
     let spawned = std::thread::Builder::new().name("sweeper".into()).spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else { return };
         rt.block_on(async move {
             loop {
-                tokio::time::sleep(interval).await;
-                let Some(sessions) = sessions.upgrade() else { return };
-                sessions.sweep().await;
+                for shard in 0..Store::SHARDS {
+                    tokio::time::sleep(interval / Store::SHARDS as u32).await;
+                    let Some(sessions) = sessions.upgrade() else { return };
+                    sessions.sweep_shard(shard).await;
+                }
             }
         });
     });

@@ -523,6 +523,21 @@ fn expiry_found_by_one_tab_takes_every_tab_to_the_logout_url() {
     );
 }
 
+#[test]
+fn several_idle_tabs_make_one_check_at_the_deadline_not_one_each() {
+    // Distinct seeds, as real tabs have: each waits its own part of
+    // CHECK_SPREAD_MS, the first to check tells the others (messages between
+    // tabs take 20 ms here).
+    let mut b = Browser::with_seeds(&[7, 123, 250, 391, 55], 20);
+    b.run_until(at(TIMEOUT - 1));
+    let before = b.server.checks.len();
+    b.run_until(at(TIMEOUT + EXPIRY_SLACK_MS + CHECK_SPREAD_MS + 1_000));
+    assert_eq!(b.server.checks.len() - before, 1, "one check for the whole browser");
+    let mut tabs = b.navigations.clone();
+    tabs.sort();
+    assert_eq!(tabs, [0, 1, 2, 3, 4], "and every tab went to the logout URL");
+}
+
 // ------------------------------------------------------------ wake after sleep
 
 #[test]
