@@ -347,7 +347,16 @@ def main():
     server = server_bench() if os.environ.get("BENCH_SKIP_SERVER") != "1" else None
     client = client_bench() if os.environ.get("BENCH_SKIP_CLIENT") != "1" else None
     md = report(server, client)
-    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    # The hand-written reading of the figures (after the marker) is kept.
+    marker = "<!-- analysis: kept by bench.py -->"
+    try:
+        old = open(path).read()
+        if marker in old:
+            md += "\n" + old[old.index(marker):]
+    except OSError:
+        pass
+    with open(path, "w") as f:
         f.write(md)
     print(md)
 
