@@ -263,6 +263,14 @@ impl Sessions {
         for shard in 0..Store::SHARDS {
             self.sweep_shard(shard).await;
         }
+        self.purge();
+    }
+
+    /// Asks the writer to delete rows of sessions that ended longer ago than
+    /// the retention period; memory forgets them in `sweep_shard`.
+    pub fn purge(&self) {
+        let before = Millis(self.clock.now().0 - self.retention.as_millis() as i64);
+        self.store.purge_before(before);
     }
 
     /// `sweep` for one shard: one pass under its lock, then the endings.

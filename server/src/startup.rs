@@ -32,7 +32,7 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<we
         std::fs::create_dir_all(dir).map_err(|e| StartError::Folder(dir.display().to_string(), e))?;
     }
     let secret = sessions::load_or_create_secret(&settings.secret_file).map_err(StartError::Secret)?;
-    let opts = StoreOptions { commit_window: settings.commit_window, retention: settings.retention };
+    let opts = StoreOptions { commit_window: settings.commit_window };
     let store = Arc::new(Store::open(&settings.db, opts, clock.now())?);
 
     // Values given in the configuration win over stored ones and are stored,
@@ -122,6 +122,8 @@ pub fn spawn_sweeper(state: &web::Data<AppState>, interval: std::time::Duration)
                     let Some(sessions) = sessions.upgrade() else { return };
                     sessions.sweep_shard(shard).await;
                 }
+                let Some(sessions) = sessions.upgrade() else { return };
+                sessions.purge();
             }
         });
     });

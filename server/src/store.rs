@@ -151,13 +151,11 @@ pub struct AuditEvent {
 pub struct StoreOptions {
     /// How long heartbeats may wait to be committed together.
     pub commit_window: Duration,
-    /// Ended sessions older than this are deleted (the audit log keeps them).
-    pub retention: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { commit_window: Duration::from_millis(250), retention: Duration::from_secs(30 * 86_400) }
+        StoreOptions { commit_window: Duration::from_millis(250) }
     }
 }
 
@@ -168,6 +166,8 @@ enum Write {
     End(SessionKey, Entry, Option<Ack>),
     Setting { name: String, value: String, detail: String, ack: Ack },
     Flush(Ack),
+    /// Delete rows of sessions that ended before this time.
+    Purge(Millis),
 }
 
 /// Counters the writer keeps for `/metrics` and the benchmarks.
@@ -373,6 +373,7 @@ impl Store {
             let ack = match w {
                 Write::End(_, _, ack) => ack,
                 Write::Setting { ack, .. } | Write::Flush(ack) => Some(ack),
+                Write::Purge(_) => None,
             };
             if let Some(ack) = ack {
                 let _ = ack.send(Err(StoreError::WriterGone));
@@ -385,6 +386,12 @@ impl Store {
         let (ack, rx) = oneshot::channel();
         self.send(Write::Setting { name: name.into(), value: value.into(), detail: detail.into(), ack });
         rx.await.unwrap_or(Err(StoreError::WriterGone))
+    }
+
+    /// Deletes the rows of sessions that ended before `before` (the audit
+    /// log keeps their events). Done by the writer, soon.
+    pub fn purge_before(&self, before: Millis) {
+        self.send(Write::Purge(before));
     }
 
     /// Waits until every change queued so far is committed.
@@ -524,6 +531,7 @@ struct Batch {
     ends: Vec<(SessionKey, Entry, Option<Ack>)>,
     settings: Vec<(String, String, String, Ack)>,
     flushes: Vec<Ack>,
+    purge_before: Option<Millis>,
     /// When the oldest waiting heartbeat arrived.
     since: Option<Instant>,
 }
@@ -543,6 +551,7 @@ impl Batch {
             }
             Write::Setting { name, value, detail, ack } => self.settings.push((name, value, detail, ack)),
             Write::Flush(ack) => self.flushes.push(ack),
+            Write::Purge(t) => self.purge_before = Some(t),
         }
     }
 }
@@ -550,7 +559,6 @@ impl Batch {
 impl Writer {
     fn run(mut self) {
         let mut batch = Batch::default();
-        let mut last_purge = Instant::now();
         let retry_pause = Duration::from_millis(500);
         let mut retry_at: Option<Instant> = None;
         loop {
@@ -575,6 +583,12 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Timeout) => false,
                 Err(mpsc::RecvTimeoutError::Disconnected) => true,
             };
+            if let Some(before) = batch.purge_before.take() {
+                // Before the commit below, so a flush that follows sees it done.
+                if let Err(e) = self.purge(before) {
+                    log::warn!("purging old sessions failed: {e}");
+                }
+            }
             let window_over = batch.since.is_some_and(|t| t.elapsed() >= self.opts.commit_window);
             let may_retry = retry_at.map_or(true, |t| Instant::now() >= t);
             if !batch.is_empty() && may_retry && (batch.urgent() || window_over || disconnected) {
@@ -609,12 +623,6 @@ impl Writer {
                     let _ = self.commit(&mut batch);
                 }
                 return;
-            }
-            if last_purge.elapsed() > Duration::from_secs(60) {
-                last_purge = Instant::now();
-                if let Err(e) = self.purge() {
-                    log::warn!("purging old sessions failed: {e}");
-                }
             }
         }
     }
@@ -792,13 +800,8 @@ impl Writer {
         tx.commit().map_err(err)
     }
 
-    fn purge(&mut self) -> rusqlite::Result<()> {
-        let cutoff = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-            - self.opts.retention.as_millis() as i64;
-        let n = self.conn.execute("DELETE FROM sessions WHERE ended_ms IS NOT NULL AND ended_ms < ?1", params![cutoff])?;
+    fn purge(&mut self, before: Millis) -> rusqlite::Result<()> {
+        let n = self.conn.execute("DELETE FROM sessions WHERE ended_ms IS NOT NULL AND ended_ms < ?1", params![before.0])?;
         if n > 0 {
             log::info!("purged {n} sessions that ended before the retention period");
         }

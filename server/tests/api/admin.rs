@@ -136,3 +136,30 @@ async fn the_sweeper_records_expiries_nobody_asked_about() {
     let listed = app.admin("GET", "sessions?state=ended", None).await;
     assert_eq!(listed.body["sessions"][0]["end_reason"], "idle_timeout");
 }
+
+#[actix_rt::test]
+async fn sessions_ended_before_the_retention_period_are_purged_but_stay_in_the_audit_log() {
+    let app = spawn_app().await;
+    let (old, recent) = (app.login("admin").await, app.login("admin").await);
+    app.check(&old).await;
+    app.check(&recent).await;
+    // Through the ERP's logout, which ends the ERP's session too.
+    let out = app.request("GET", &format!("{}/web/session/logout", app.root), Some(&old), &[], None).await;
+    assert_eq!(out.status, 303);
+    app.advance(29.0 * 86_400.0);
+    app.logout(&recent).await;
+    app.advance(2.0 * 86_400.0); // `old` ended 31 days ago, `recent` 2 days ago
+    app.state.sessions.sweep().await;
+    app.flush().await;
+    let conn = rusqlite::Connection::open(app.dir.join("sessions.db")).unwrap();
+    let rows: i64 = conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 1, "only the recently ended session is still stored");
+    let listed = app.admin("GET", "sessions", None).await;
+    assert_eq!(listed.body["total"], 1, "and only it is still in memory: {}", listed.text);
+    let logouts = app.admin("GET", "audit", None).await.body["events"].as_array().unwrap().iter().filter(|e| e["event"] == "logout").count();
+    assert_eq!(logouts, 2, "the audit log keeps both logouts");
+    // Once purged, the old cookie is a stranger; the ERP no longer knows it
+    // either, so it is a public visitor (hence: keep the retention longer
+    // than the ERP's own session lifetime).
+    assert_eq!(state_of(&app.check(&old).await), "exempt");
+}
