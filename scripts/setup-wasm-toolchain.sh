@@ -156,31 +156,25 @@ cargo_install wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
 # ---------------------------------------------------------------- 3. wasm-pack
 [ "$WITH_WASM_PACK" = 1 ] && cargo_install wasm-pack "$WASM_PACK_VERSION" wasm-pack
 
-# ---------------------------------------------------------------- 4. wasm-opt (binaryen from npm)
-if [ "$WITH_WASM_OPT" = 1 ]; then
-  if "$WASM_TOOLS_PREFIX/bin/wasm-opt" --version 2>/dev/null | grep -q "version ${BINARYEN_NPM_VERSION%%.*} "; then
-    log "wasm-opt ${BINARYEN_NPM_VERSION%%.*} already installed"
-  else
-    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
-    log "npm install binaryen@$BINARYEN_NPM_VERSION"
-    $SUDO mkdir -p "$WASM_TOOLS_PREFIX/bin"
-    $SUDO npm install --silent --no-audit --no-fund --prefix "$WASM_TOOLS_PREFIX/binaryen" "binaryen@$BINARYEN_NPM_VERSION"
-    $SUDO ln -sfn "$WASM_TOOLS_PREFIX/binaryen/node_modules/binaryen/bin/wasm-opt" "$WASM_TOOLS_PREFIX/bin/wasm-opt"
+# ---------------------------------------------------------------- 4. npm tools: wasm-opt, terser
+# npm_tool NAME VERSION BIN_IN_PACKAGE VERSION_PATTERN: installs NAME@VERSION under
+# $WASM_TOOLS_PREFIX/NAME and links its binary into $WASM_TOOLS_PREFIX/bin, unless the
+# linked binary's `--version` already matches VERSION_PATTERN (grep -E).
+npm_tool() {
+  local name=$1 ver=$2 bin=$3 pattern=$4 tool
+  tool=$(basename "$bin")
+  if "$WASM_TOOLS_PREFIX/bin/$tool" --version 2>/dev/null | grep -Eq "$pattern"; then
+    log "$tool ($name $ver) already installed"; return 0
   fi
-fi
-
-# ---------------------------------------------------------------- 4b. terser (npm)
-if [ "$WITH_TERSER" = 1 ]; then
-  if [ "$("$WASM_TOOLS_PREFIX/bin/terser" --version 2>/dev/null)" = "terser $TERSER_NPM_VERSION" ]; then
-    log "terser $TERSER_NPM_VERSION already installed"
-  else
-    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
-    log "npm install terser@$TERSER_NPM_VERSION"
-    $SUDO mkdir -p "$WASM_TOOLS_PREFIX/bin"
-    $SUDO npm install --silent --no-audit --no-fund --prefix "$WASM_TOOLS_PREFIX/terser" "terser@$TERSER_NPM_VERSION"
-    $SUDO ln -sfn "$WASM_TOOLS_PREFIX/terser/node_modules/.bin/terser" "$WASM_TOOLS_PREFIX/bin/terser"
-  fi
-fi
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  log "npm install $name@$ver"
+  $SUDO mkdir -p "$WASM_TOOLS_PREFIX/bin"
+  $SUDO npm install --silent --no-audit --no-fund --prefix "$WASM_TOOLS_PREFIX/$name" "$name@$ver"
+  $SUDO ln -sfn "$WASM_TOOLS_PREFIX/$name/node_modules/$bin" "$WASM_TOOLS_PREFIX/bin/$tool"
+}
+# binaryen: never Debian's (108 miscompiles wasm-bindgen output); `wasm-opt --version` says "version 132 (...)".
+[ "$WITH_WASM_OPT" = 1 ] && npm_tool binaryen "$BINARYEN_NPM_VERSION" binaryen/bin/wasm-opt "version ${BINARYEN_NPM_VERSION%%.*} "
+[ "$WITH_TERSER" = 1 ] && npm_tool terser "$TERSER_NPM_VERSION" .bin/terser "^terser ${TERSER_NPM_VERSION//./\\.}\$"
 
 # ---------------------------------------------------------------- 5. browser for tests
 [ "$WITH_BROWSER" = 1 ] && apt_install chromium chromium-driver
