@@ -204,9 +204,6 @@ pub struct Core {
     expiry_at: Option<Millis>,
     /// When this tab last had a successful answer.
     last_reply: Option<Millis>,
-    /// When this tab was last hidden: an answer older than that says nothing
-    /// about what happened while nobody was looking.
-    hidden_at: Option<Millis>,
     in_flight: Option<Request>,
     /// A check is wanted as soon as allowed (wake-up, start, failed check).
     check_wanted: bool,
@@ -239,7 +236,6 @@ impl Core {
             check_jitter_ms: seed % CHECK_SPREAD_MS,
             expiry_at: None,
             last_reply: None,
-            hidden_at: None,
             in_flight: None,
             check_wanted: true,
             heartbeat_failed: false,
@@ -285,16 +281,12 @@ impl Core {
         self.visible = visibility == Visibility::Visible;
         if self.visible && !was_visible {
             // The session may have ended elsewhere (another browser, an
-            // administrator) while the tab was hidden: check unless an
-            // answer arrived since it was hidden.
-            let stale = self.last_reply.map_or(true, |t| self.hidden_at.map_or(true, |h| t <= h));
-            if stale {
-                self.check_wanted = true;
-            } else {
-                self.wake(now);
-            }
+            // administrator, another tab's logout that this one missed)
+            // while the tab was hidden, even just after the last answer:
+            // always check. Tab switches come at human speed, and a check
+            // already in flight is not doubled.
+            self.check_wanted = true;
         } else if !self.visible && was_visible {
-            self.hidden_at = Some(now);
             if self.own_input > self.reported {
                 // This tab can no longer send heartbeats: let a visible one
                 // report what the user did here.

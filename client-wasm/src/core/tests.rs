@@ -608,6 +608,20 @@ fn focus_pageshow_and_visibility_check_at_once_but_not_twice_in_a_row() {
     assert_eq!(drain(&mut core), [Action::CheckNow]);
 }
 
+#[test]
+fn becoming_visible_checks_even_after_an_answer_received_while_hidden() {
+    // The session can end elsewhere after that answer: found by the
+    // end-to-end test that logs the session out while the tab is hidden.
+    let mut core = started(Visibility::Visible);
+    core.handle_visibility(at(1_000), Visibility::Hidden);
+    core.handle_wake(at(5_000)); // e.g. a late timer: check
+    assert_eq!(drain(&mut core), [Action::CheckNow]);
+    core.handle_server_reply(at(5_010), Reply::Active { remaining_ms: 290_000 });
+    drain(&mut core);
+    core.handle_visibility(at(5_500), Visibility::Visible);
+    assert_eq!(drain(&mut core), [Action::CheckNow]);
+}
+
 // ------------------------------------------------------------ several tabs
 
 #[test]
