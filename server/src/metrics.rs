@@ -71,10 +71,6 @@ impl Metrics {
         self.lookups[i].fetch_add(1, Relaxed);
     }
 
-    pub fn heartbeats_accepted(&self) -> u64 {
-        self.heartbeats_active.load(Relaxed)
-    }
-
     /// Renders everything, including a census of the sessions in memory.
     pub fn render(&self, store: &Store) -> String {
         let mut out = String::with_capacity(4096);

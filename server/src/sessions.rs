@@ -241,10 +241,18 @@ impl Sessions {
         if prefix.len() < 8 || prefix.len() > 32 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(PrefixError::Malformed);
         }
+        // Compared digit by digit: no string made per session scanned.
+        let matches = |k: &SessionKey| {
+            prefix.bytes().enumerate().all(|(i, c)| {
+                let b = k.0[i / 2];
+                let nibble = if i % 2 == 0 { b >> 4 } else { b & 0xf };
+                char::from_digit(nibble as u32, 16) == Some(c as char)
+            })
+        };
         let mut found = None;
         let mut many = false;
         self.store.for_each(|k, _| {
-            if k.to_hex().starts_with(&prefix) {
+            if matches(k) {
                 many |= found.is_some();
                 found = Some(*k);
             }

@@ -32,9 +32,6 @@ impl SessionKey {
     pub fn prefix(&self) -> String {
         hex::encode(&self.0[..8])
     }
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
 }
 
 impl std::fmt::Debug for SessionKey {
@@ -303,9 +300,6 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 
     pub fn policy(&self) -> Policy {
         let life = self.lifetime_ms.load(Ordering::Relaxed);
@@ -427,13 +421,6 @@ impl Store {
         lock(&self.shards[shard % SHARDS]).map.retain(|k, e| f(k, e));
     }
 
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).map.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 
     /// Reads the stored settings (blocking; call off the async workers).
     pub fn read_settings(&self) -> Result<HashMap<String, String>, StoreError> {
