@@ -123,7 +123,18 @@ export async function setHidden(page, hidden) {
   }, hidden);
 }
 
-/** Waits until the wasm service is running in the page. */
+/**
+ * Waits until the wasm service has settled in the page: it has its
+ * configuration and the server's first answer, and nothing is in flight (a
+ * running client then has a timer armed; the timer is cleared while a
+ * request is out). Returning earlier let a test act while the first check was
+ * still on its way, and that check could then see what the test did next.
+ */
 export async function clientReady(page) {
-  await page.waitForFunction(() => window.__sessionTimeout && window.__sessionTimeout.state, null, { timeout: 10000 });
+  await page.waitForFunction(() => {
+    const h = window.__sessionTimeout;
+    if (!h) return false;
+    const s = h.state();
+    return s.phase !== 'starting' && (s.phase !== 'running' || s.deadline > 0);
+  }, null, { timeout: 10000 });
 }
