@@ -346,16 +346,25 @@ def main():
             sys.exit(f"bench: {tool} is missing (make bench builds and installs what it needs)")
     server = server_bench() if os.environ.get("BENCH_SKIP_SERVER") != "1" else None
     client = client_bench() if os.environ.get("BENCH_SKIP_CLIENT") != "1" else None
-    md = report(server, client)
     path = os.path.join(ROOT, "BENCHMARKS.md")
     # The hand-written reading of the figures (after the marker) is kept.
     marker = "<!-- analysis: kept by bench.py -->"
     try:
         old = open(path).read()
+    except OSError:
+        old = ""
+    if server is None and client and "## Client" in old and marker in old:
+        # Client part only (BENCH_SKIP_SERVER=1): the server figures of the
+        # earlier run stay, under their own date; the client section says
+        # when and how it was measured.
+        when = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+        section = client.get("markdown", "").replace(
+            "## Client\n", f"## Client\n\nMeasured on {when} by `BENCH_SKIP_SERVER=1 make bench` (the sidecar figures above are from the run named at the top).\n", 1)
+        md = old[:old.index("## Client")] + section + "\n" + old[old.index(marker):]
+    else:
+        md = report(server, client)
         if marker in old:
             md += "\n" + old[old.index(marker):]
-    except OSError:
-        pass
     with open(path, "w") as f:
         f.write(md)
     print(md)

@@ -64,8 +64,9 @@ pub enum Reply {
 /// localStorage events where that is missing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerMsg {
-    /// A tab that is going hidden hands over its unreported input, so that a
-    /// visible tab can report it.
+    /// A tab hands over its unreported input, so that whichever tab reports
+    /// next reports it too: when it goes hidden, and when the browser's next
+    /// heartbeat slot opens (`HANDOVER_LEAD_MS` before any tab may claim it).
     Activity { at: Millis },
     /// A tab sent a heartbeat at `at` reporting input at `activity_at`: the
     /// browser's heartbeat slot for this interval is used.
@@ -119,6 +120,16 @@ pub enum Phase {
 /// First retry delay after a network error; doubles up to `MAX_BACKOFF_MS`.
 pub const MIN_BACKOFF_MS: u64 = 1_000;
 pub const MAX_BACKOFF_MS: u64 = 60_000;
+/// Each retry waits up to this fraction (1/n) of the backoff longer, drawn
+/// per tab, so that clients cut off by one outage do not all come back in
+/// the same millisecond.
+pub const BACKOFF_JITTER_DIV: u64 = 2;
+/// When the browser's heartbeat slot opens, every visible tab with input
+/// not yet reported hands it to the others; no tab claims the slot before
+/// this much later. So the one heartbeat of the slot reports the input of
+/// every tab, and input spread over several windows needs one heartbeat,
+/// not one per window, once the user stops.
+pub const HANDOVER_LEAD_MS: u64 = 100;
 /// Cap of the default heartbeat interval (a quarter of the timeout).
 pub const MAX_DEFAULT_INTERVAL_MS: u64 = 60_000;
 /// The check after the expiry deadline waits this long so that the server,
@@ -184,6 +195,8 @@ pub struct Core {
     visible: bool,
     /// Latest input seen in this tab.
     own_input: Millis,
+    /// Latest input of this tab handed to the other tabs.
+    handed_over: Millis,
     /// Latest input seen in this tab or handed over by another one.
     last_input: Millis,
     /// Latest input the server has been told about (by any tab).
@@ -228,6 +241,7 @@ impl Core {
             interval_ms: None,
             visible: visibility == Visibility::Visible,
             own_input: Millis(0),
+            handed_over: Millis(0),
             last_input: Millis(0),
             reported: Millis(0),
             last_heartbeat: None,
@@ -286,12 +300,10 @@ impl Core {
             // always check. Tab switches come at human speed, and a check
             // already in flight is not doubled.
             self.check_wanted = true;
-        } else if !self.visible && was_visible {
-            if self.own_input > self.reported {
-                // This tab can no longer send heartbeats: let a visible one
-                // report what the user did here.
-                self.push_peer(PeerMsg::Activity { at: self.own_input });
-            }
+        } else if !self.visible && was_visible && self.own_input > self.reported {
+            // This tab can no longer send heartbeats: let a visible one
+            // report what the user did here.
+            self.hand_over();
         }
         self.step(now);
     }
@@ -368,7 +380,8 @@ impl Core {
             Some(Request::Heartbeat { .. }) => self.heartbeat_failed = true,
             Some(Request::Config) | None => {}
         }
-        self.retry_at = Some(now.plus(self.backoff_ms));
+        let jitter = self.draw() % (self.backoff_ms / BACKOFF_JITTER_DIV + 1);
+        self.retry_at = Some(now.plus(self.backoff_ms + jitter));
         self.backoff_ms = (self.backoff_ms * 2).min(MAX_BACKOFF_MS);
         self.step(now);
     }
@@ -444,7 +457,10 @@ impl Core {
         }
         self.interval_ms?;
         let mut deadline = self.check_deadline();
-        if let Some(due) = self.heartbeat_due() {
+        for due in [self.heartbeat_due(), self.handover_due()]
+            .into_iter()
+            .flatten()
+        {
             deadline = Some(deadline.map_or(due, |d| d.min(due)));
         }
         deadline
@@ -524,6 +540,20 @@ impl Core {
         }))
     }
 
+    /// When this tab must hand its pending input to the others: when the
+    /// browser's next heartbeat slot opens, if the input predates that (input
+    /// after it is reported by this tab's own claim at once).
+    fn handover_due(&self) -> Option<Millis> {
+        let slot = self.last_heartbeat?.plus(self.interval_ms());
+        let pending = self.own_input > self.reported.max(self.handed_over);
+        (self.visible && pending && self.own_input < slot).then_some(slot)
+    }
+
+    fn hand_over(&mut self) {
+        self.handed_over = self.own_input;
+        self.push_peer(PeerMsg::Activity { at: self.own_input });
+    }
+
     /// Start whatever is due at `now`. Every handler ends here.
     fn step(&mut self, now: Millis) {
         self.seen = self.seen.max(now);
@@ -543,6 +573,9 @@ impl Core {
             self.in_flight = Some(Request::Check);
             self.actions.push_back(Action::CheckNow);
             return;
+        }
+        if self.handover_due().is_some_and(|at| at <= now) {
+            self.hand_over();
         }
         if self.heartbeat_due().is_some_and(|at| at <= now) {
             if self.heartbeat_failed {
@@ -569,16 +602,23 @@ impl Core {
     }
 
     /// Records a heartbeat sent at `at` by any tab (later ones win) and
-    /// draws this tab's wait for the next slot: up to a quarter interval.
+    /// draws this tab's wait for the next slot: the hand-over lead plus up
+    /// to a quarter interval.
     fn set_last_heartbeat(&mut self, at: Millis) {
         if self.last_heartbeat.is_some_and(|t| t >= at) {
             return;
         }
         self.last_heartbeat = Some(at);
+        self.slot_jitter_ms = HANDOVER_LEAD_MS + self.draw() % (self.interval_ms() / 4 + 1);
+    }
+
+    /// The next number of this tab's xorshift64 sequence (always 0 with
+    /// seed 0, which the tests use for exact timings).
+    fn draw(&mut self) -> u64 {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        self.slot_jitter_ms = self.rng % (self.interval_ms() / 4 + 1);
+        self.rng
     }
 
     fn end(&mut self) {

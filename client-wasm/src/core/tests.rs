@@ -364,12 +364,13 @@ fn first_input_sends_a_heartbeat_at_once_carrying_the_idle_time() {
     let mut b = Browser::new(1);
     b.input(0, at(10_000));
     assert_eq!(b.server.heartbeats, [(at(10_000), 0)]);
-    // Input 5 s later waits for the next slot and reports its age then.
+    // Input 5 s later waits for the next slot (plus the hand-over lead) and
+    // reports its age then.
     b.input(0, at(15_000));
-    b.run_until(at(69_999));
+    b.run_until(at(70_099));
     assert_eq!(b.server.heartbeats.len(), 1);
-    b.run_until(at(70_000));
-    assert_eq!(b.server.heartbeats, [(at(10_000), 0), (at(70_000), 55_000)]);
+    b.run_until(at(70_100));
+    assert_eq!(b.server.heartbeats, [(at(10_000), 0), (at(70_100), 55_100)]);
 }
 
 #[test]
@@ -532,10 +533,18 @@ fn several_idle_tabs_make_one_check_at_the_deadline_not_one_each() {
     b.run_until(at(TIMEOUT - 1));
     let before = b.server.checks.len();
     b.run_until(at(TIMEOUT + EXPIRY_SLACK_MS + CHECK_SPREAD_MS + 1_000));
-    assert_eq!(b.server.checks.len() - before, 1, "one check for the whole browser");
+    assert_eq!(
+        b.server.checks.len() - before,
+        1,
+        "one check for the whole browser"
+    );
     let mut tabs = b.navigations.clone();
     tabs.sort();
-    assert_eq!(tabs, [0, 1, 2, 3, 4], "and every tab went to the logout URL");
+    assert_eq!(
+        tabs,
+        [0, 1, 2, 3, 4],
+        "and every tab went to the logout URL"
+    );
 }
 
 // ------------------------------------------------------------ wake after sleep
@@ -600,7 +609,12 @@ fn focus_pageshow_and_visibility_check_at_once_but_not_twice_in_a_row() {
     core.handle_visibility(at(100_080), Visibility::Hidden);
     core.handle_visibility(at(100_090), Visibility::Visible);
     assert_eq!(drain(&mut core), [Action::CheckNow]);
-    core.handle_server_reply(at(100_100), Reply::Active { remaining_ms: 200_000 });
+    core.handle_server_reply(
+        at(100_100),
+        Reply::Active {
+            remaining_ms: 200_000,
+        },
+    );
     drain(&mut core);
     core.handle_wake(at(100_110)); // focus right after: fresh
     assert_eq!(drain(&mut core), []);
@@ -616,7 +630,12 @@ fn becoming_visible_checks_even_after_an_answer_received_while_hidden() {
     core.handle_visibility(at(1_000), Visibility::Hidden);
     core.handle_wake(at(5_000)); // e.g. a late timer: check
     assert_eq!(drain(&mut core), [Action::CheckNow]);
-    core.handle_server_reply(at(5_010), Reply::Active { remaining_ms: 290_000 });
+    core.handle_server_reply(
+        at(5_010),
+        Reply::Active {
+            remaining_ms: 290_000,
+        },
+    );
     drain(&mut core);
     core.handle_visibility(at(5_500), Visibility::Visible);
     assert_eq!(drain(&mut core), [Action::CheckNow]);
@@ -678,6 +697,76 @@ fn tabs_draw_different_waits_so_that_a_lagging_claim_still_yields_one_heartbeat(
 }
 
 #[test]
+fn input_spread_over_several_windows_needs_one_heartbeat_once_the_user_stops() {
+    // Five visible windows (side by side: none is hidden), the user working
+    // in one after another, 20 s in each; messages take 20 ms between tabs.
+    let mut b = Browser::with_seeds(&[7, 123, 250, 391, 55], 20);
+    let mut t = 1_000;
+    while t < 241_000 {
+        b.input((t / 20_000 % 5) as usize, at(t));
+        t += 250;
+    }
+    let last = at(t - 250);
+    b.run_until(last.plus(TIMEOUT - 1));
+    let after: Vec<u64> = b
+        .server
+        .heartbeats
+        .iter()
+        .filter(|(at, _)| *at > last)
+        .map(|(at, _)| at.since(T0))
+        .collect();
+    assert_eq!(
+        after.len(),
+        1,
+        "one report of the last input, not one per window: {after:?}"
+    );
+    assert_eq!(
+        b.server.last_activity, last,
+        "the newest input of any window was reported"
+    );
+    let times = b.heartbeat_times();
+    assert!(
+        times.windows(2).all(|p| p[1] - p[0] >= INTERVAL),
+        "one heartbeat per interval: {times:?}"
+    );
+    assert!(b.navigations.is_empty(), "nobody logged out early");
+    b.run_until(last.plus(TIMEOUT + EXPIRY_SLACK_MS + CHECK_SPREAD_MS + 1_000));
+    assert_eq!(
+        b.navigations.len(),
+        5,
+        "every window at the timeout after the last input"
+    );
+}
+
+#[test]
+fn retries_after_an_outage_are_spread_between_tabs() {
+    let retries = |seed: u64| {
+        let mut b = Browser::with_seeds(&[seed], 0);
+        b.server.down = true;
+        b.input(0, at(1_000));
+        b.run_until(at(1_000 + 10 * 60_000));
+        let mut attempts: Vec<u64> = b.heartbeat_times();
+        attempts.extend(b.server.checks.iter().skip(1).map(|t| t.since(T0)));
+        attempts.sort();
+        attempts
+    };
+    let (a, b) = (retries(0x9e37_79b9), retries(0x7f4a_7c15));
+    assert_ne!(a[1..], b[1..], "two tabs do not retry in step");
+    for attempts in [a, b] {
+        let gaps: Vec<u64> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+        let mut backoff = MIN_BACKOFF_MS;
+        for &gap in &gaps {
+            assert!(
+                (backoff..=backoff + backoff / BACKOFF_JITTER_DIV).contains(&gap),
+                "gap {gap} for a backoff of {backoff}: {gaps:?}"
+            );
+            backoff = (backoff * 2).min(MAX_BACKOFF_MS);
+        }
+        assert!(gaps.len() >= 10, "kept retrying: {gaps:?}");
+    }
+}
+
+#[test]
 fn the_extra_wait_stays_within_a_quarter_interval() {
     let mut core = Core::new(T0, Visibility::Visible, 12345);
     core.handle_server_reply(T0, config(TIMEOUT, Some(INTERVAL)));
@@ -704,12 +793,25 @@ fn the_extra_wait_stays_within_a_quarter_interval() {
             },
         );
         drain(&mut core);
+        // Input pending: at the slot the tab hands it over, then it waits.
         core.handle_activity(t.plus(1));
+        let slot = core.poll_deadline().unwrap();
+        assert_eq!(slot, t.plus(INTERVAL));
+        core.handle_timer(slot);
+        assert_eq!(
+            drain(&mut core),
+            [Action::Broadcast(PeerMsg::Activity { at: t.plus(1) })]
+        );
         let due = core.poll_deadline().unwrap();
-        waits.push(due.since(t) - INTERVAL);
+        waits.push(due.since(slot));
         t = due;
     }
-    assert!(waits.iter().all(|&w| w <= INTERVAL / 4), "{waits:?}");
+    assert!(
+        waits
+            .iter()
+            .all(|&w| (HANDOVER_LEAD_MS..=HANDOVER_LEAD_MS + INTERVAL / 4).contains(&w)),
+        "{waits:?}"
+    );
     waits.sort();
     waits.dedup();
     assert!(waits.len() > 15, "drawn anew for each slot: {waits:?}");
@@ -743,17 +845,25 @@ fn a_claim_taken_by_another_tab_defers_the_heartbeat() {
     assert_eq!(drain(&mut core), [Action::ClaimHeartbeat]);
     core.handle_claim(at(10_000), Some(at(9_000)));
     assert_eq!(drain(&mut core), [], "another tab sent 1 s ago");
+    // The slot opens at 69 s: the input is handed over, and claimed after
+    // the lead.
     assert_eq!(core.poll_deadline(), Some(at(69_000)));
     core.handle_timer(at(69_000));
+    assert_eq!(
+        drain(&mut core),
+        [Action::Broadcast(PeerMsg::Activity { at: at(10_000) })]
+    );
+    assert_eq!(core.poll_deadline(), Some(at(69_100)));
+    core.handle_timer(at(69_100));
     assert_eq!(drain(&mut core), [Action::ClaimHeartbeat]);
-    core.handle_claim(at(69_000), Some(at(9_000)));
+    core.handle_claim(at(69_100), Some(at(9_000)));
     assert_eq!(
         drain(&mut core),
         [
-            Action::StoreClaim(at(69_000)),
-            Action::SendHeartbeat { idle_ms: 59_000 },
+            Action::StoreClaim(at(69_100)),
+            Action::SendHeartbeat { idle_ms: 59_100 },
             Action::Broadcast(PeerMsg::HeartbeatSent {
-                at: at(69_000),
+                at: at(69_100),
                 activity_at: at(10_000)
             }),
         ]
@@ -778,7 +888,7 @@ fn input_in_a_tab_that_then_hides_is_reported_by_a_visible_tab() {
     b.run_until(at(70_000));
     assert_eq!(
         b.server.heartbeats,
-        [(at(1_000), 0), (at(61_000), 31_000)],
+        [(at(1_000), 0), (at(61_100), 31_100)],
         "tab 0 reported tab 1's input"
     );
     assert_eq!(b.server.last_activity, at(30_000));
