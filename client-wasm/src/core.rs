@@ -73,6 +73,12 @@ pub enum PeerMsg {
     HeartbeatSent { at: Millis, activity_at: Millis },
     /// The server said the session lives until `expiry_at`.
     Alive { expiry_at: Millis },
+    /// A tab asked the server at `at` whether the session outlived its
+    /// deadline: the others wait `PEER_CHECK_WAIT_MS` for the answer (which
+    /// comes as `Alive` or `LoggedOut`) instead of asking too. Ending a
+    /// session is written to disk before the server answers, so the answer
+    /// can take longer than the spread between the tabs' own checks.
+    Checking { at: Millis },
     /// The session ended (expired or the user logged out): every tab leaves.
     LoggedOut,
 }
@@ -139,6 +145,9 @@ pub const EXPIRY_SLACK_MS: u64 = 500;
 /// the deadline, so that with several tabs one checks first and tells the
 /// others (which then go to the logout without a request of their own).
 pub const CHECK_SPREAD_MS: u64 = 400;
+/// How long a tab waits for the answer to another tab's check at the
+/// deadline before it checks itself (the other tab may have been closed).
+pub const PEER_CHECK_WAIT_MS: u64 = 2_000;
 /// A server answer younger than this is fresh enough: a wake-up (focus,
 /// visibility, pageshow, all of which often fire together) does not check
 /// again, so that flipping between tabs cannot hammer the server.
@@ -217,6 +226,8 @@ pub struct Core {
     expiry_at: Option<Millis>,
     /// When this tab last had a successful answer.
     last_reply: Option<Millis>,
+    /// When another tab last started a check at the deadline.
+    peer_check_at: Option<Millis>,
     in_flight: Option<Request>,
     /// A check is wanted as soon as allowed (wake-up, start, failed check).
     check_wanted: bool,
@@ -250,6 +261,7 @@ impl Core {
             check_jitter_ms: seed % CHECK_SPREAD_MS,
             expiry_at: None,
             last_reply: None,
+            peer_check_at: None,
             in_flight: None,
             check_wanted: true,
             heartbeat_failed: false,
@@ -421,6 +433,10 @@ impl Core {
             PeerMsg::Alive { expiry_at } => {
                 self.expiry_at = Some(self.expiry_at.map_or(expiry_at, |t| t.max(expiry_at)));
             }
+            PeerMsg::Checking { at } => {
+                // Never from the future: a clock set back must not stall checks.
+                self.peer_check_at = self.peer_check_at.max(Some(at.min(now)));
+            }
             PeerMsg::LoggedOut => {
                 self.end();
                 return;
@@ -513,7 +529,8 @@ impl Core {
     /// (`wake` already skipped those a fresh answer makes useless), else
     /// just after the expiry the server announced, but never sooner than
     /// `MIN_CHECK_GAP_MS` after the last answer, so that a server saying
-    /// "active, 0 ms left" cannot cause a loop.
+    /// "active, 0 ms left" cannot cause a loop, and not while another tab's
+    /// check of the same deadline is being answered.
     fn check_deadline(&self) -> Option<Millis> {
         if self.check_wanted {
             return Some(Millis(0));
@@ -522,7 +539,10 @@ impl Core {
         let earliest = self
             .last_reply
             .map_or(Millis(0), |t| t.plus(MIN_CHECK_GAP_MS));
-        Some(expiry.max(earliest))
+        let peer = self.peer_check_at.map_or(Millis(0), |t| {
+            t.plus(PEER_CHECK_WAIT_MS + self.check_jitter_ms)
+        });
+        Some(expiry.max(earliest).max(peer))
     }
 
     /// When a heartbeat becomes due, if one is wanted: the tab is visible,
@@ -570,6 +590,10 @@ impl Core {
             return;
         }
         if self.check_deadline().is_some_and(|at| at <= now) {
+            if !self.check_wanted {
+                // The deadline's check: the other tabs wait for its answer.
+                self.push_peer(PeerMsg::Checking { at: now });
+            }
             self.in_flight = Some(Request::Check);
             self.actions.push_back(Action::CheckNow);
             return;

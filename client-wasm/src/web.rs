@@ -66,6 +66,7 @@ const PEER_ACTIVITY: u32 = 10;
 const PEER_HEARTBEAT: u32 = 11;
 const PEER_ALIVE: u32 = 12;
 const PEER_LOGGED_OUT: u32 = 13;
+const PEER_CHECKING: u32 = 14;
 const INPUT: u32 = 20;
 const VISIBILITY: u32 = 21;
 const WAKE: u32 = 22;
@@ -268,6 +269,7 @@ pub fn dispatch(host: &Host, code: u32, a: f64, b: f64) {
         ),
         PEER_ALIVE => core.handle_peer_message(now, PeerMsg::Alive { expiry_at: ms(a) }),
         PEER_LOGGED_OUT => core.handle_peer_message(now, PeerMsg::LoggedOut),
+        PEER_CHECKING => core.handle_peer_message(now, PeerMsg::Checking { at: ms(a) }),
         VISIBILITY => core.handle_visibility(now, shown),
         WAKE => core.handle_wake(now),
         TIMER => core.handle_timer(now),
@@ -373,6 +375,7 @@ fn carry_out(host: &Host, action: Action) {
                 PeerMsg::HeartbeatSent { at, activity_at } => (PEER_HEARTBEAT, at, activity_at),
                 PeerMsg::Alive { expiry_at } => (PEER_ALIVE, expiry_at, Millis(0)),
                 PeerMsg::LoggedOut => (PEER_LOGGED_OUT, Millis(0), Millis(0)),
+                PeerMsg::Checking { at } => (PEER_CHECKING, at, Millis(0)),
             };
             host.post(code, a.0 as f64, b.0 as f64);
         }

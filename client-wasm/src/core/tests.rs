@@ -164,6 +164,14 @@ struct Browser {
     lag_ms: u64,
     /// Messages on their way: (delivery time, receiving tab, message).
     in_transit: Vec<(Millis, usize, PeerMsg)>,
+    /// How long the server takes to answer a check (0: at once). Ending a
+    /// session is written to disk before the answer, which takes a while.
+    check_lag_ms: u64,
+    /// Check answers on their way: (delivery time, tab, answer; `None`: a
+    /// network error).
+    replies: Vec<(Millis, usize, Option<Reply>)>,
+    /// Tabs closed by the user: they do nothing more, answers to them are lost.
+    closed: Vec<usize>,
     server: FakeServer,
     /// The tab of every `GoToLogout`.
     navigations: Vec<usize>,
@@ -181,6 +189,9 @@ impl Browser {
             claims: Vec::new(),
             lag_ms,
             in_transit: Vec::new(),
+            check_lag_ms: 0,
+            replies: Vec::new(),
+            closed: Vec::new(),
             server: FakeServer {
                 last_activity: T0,
                 timeout_ms: TIMEOUT,
@@ -206,7 +217,9 @@ impl Browser {
             for i in 0..self.tabs.len() {
                 while let Some(action) = self.tabs[i].poll_action() {
                     progressed = true;
-                    self.carry_out(i, now, action);
+                    if !self.closed.contains(&i) {
+                        self.carry_out(i, now, action);
+                    }
                 }
             }
             if !progressed {
@@ -229,7 +242,12 @@ impl Browser {
             }
             Action::CheckNow => {
                 self.server.checks.push(now);
-                match server_answer(&self.server) {
+                let answer = server_answer(&self.server);
+                if self.check_lag_ms > 0 {
+                    self.replies.push((now.plus(self.check_lag_ms), i, answer));
+                    return;
+                }
+                match answer {
                     Some(reply) => self.tabs[i].handle_server_reply(now, reply),
                     None => self.tabs[i].handle_network_error(now),
                 }
@@ -278,6 +296,28 @@ impl Browser {
     /// deadline (a browser that is awake and not throttled).
     fn run_until(&mut self, until: Millis) {
         loop {
+            if let Some(k) = (0..self.replies.len()).min_by_key(|&k| self.replies[k].0) {
+                let (at, i, answer) = self.replies[k];
+                let first = self.in_transit.iter().all(|m| m.0 >= at)
+                    && self
+                        .tabs
+                        .iter()
+                        .filter_map(|t| t.poll_deadline())
+                        .all(|d| d >= at);
+                if at <= until && first {
+                    self.replies.remove(k);
+                    self.now = self.now.max(at);
+                    let now = self.now;
+                    if !self.closed.contains(&i) {
+                        match answer {
+                            Some(reply) => self.tabs[i].handle_server_reply(now, reply),
+                            None => self.tabs[i].handle_network_error(now),
+                        }
+                        self.pump();
+                    }
+                    continue;
+                }
+            }
             if let Some(k) = (0..self.in_transit.len()).min_by_key(|&k| self.in_transit[k].0) {
                 let (at, j, msg) = self.in_transit[k];
                 let timer_first = self
@@ -289,8 +329,10 @@ impl Browser {
                     self.in_transit.remove(k);
                     self.now = self.now.max(at);
                     let now = self.now;
-                    self.tabs[j].handle_peer_message(now, msg);
-                    self.pump();
+                    if !self.closed.contains(&j) {
+                        self.tabs[j].handle_peer_message(now, msg);
+                        self.pump();
+                    }
                     continue;
                 }
             }
@@ -298,6 +340,7 @@ impl Browser {
                 .tabs
                 .iter()
                 .enumerate()
+                .filter(|(i, _)| !self.closed.contains(i))
                 .filter_map(|(i, t)| t.poll_deadline().map(|d| (d, i)))
                 .min();
             match next {
@@ -465,7 +508,13 @@ fn when_another_tab_or_device_kept_the_session_alive_the_timer_is_re_armed() {
     let mut core = started(Visibility::Visible);
     let deadline = core.poll_deadline().unwrap();
     core.handle_timer(deadline);
-    assert_eq!(drain(&mut core), [Action::CheckNow]);
+    assert_eq!(
+        drain(&mut core),
+        [
+            Action::Broadcast(PeerMsg::Checking { at: deadline }),
+            Action::CheckNow
+        ]
+    );
     assert_eq!(
         core.poll_deadline(),
         None,
@@ -496,7 +545,13 @@ fn a_server_answering_active_with_nothing_left_is_not_hammered() {
     let mut now = core.poll_deadline().unwrap();
     for _ in 0..5 {
         core.handle_timer(now);
-        assert_eq!(drain(&mut core), [Action::CheckNow]);
+        assert_eq!(
+            drain(&mut core),
+            [
+                Action::Broadcast(PeerMsg::Checking { at: now }),
+                Action::CheckNow
+            ]
+        );
         core.handle_server_reply(now, Reply::Active { remaining_ms: 0 });
         drain(&mut core);
         let next = core.poll_deadline().unwrap();
@@ -544,6 +599,55 @@ fn several_idle_tabs_make_one_check_at_the_deadline_not_one_each() {
         tabs,
         [0, 1, 2, 3, 4],
         "and every tab went to the logout URL"
+    );
+}
+
+#[test]
+fn several_idle_tabs_make_one_check_even_when_the_server_answers_slowly() {
+    // The server writes the ending to disk before it answers: 150 ms here,
+    // longer than the spread between the tabs' own checks. The first tab to
+    // check says so, and the others wait for its answer.
+    let mut b = Browser::with_seeds(&[7, 123, 250, 391, 55], 5);
+    b.check_lag_ms = 150;
+    b.run_until(at(TIMEOUT - 1));
+    let before = b.server.checks.len();
+    b.run_until(at(TIMEOUT + EXPIRY_SLACK_MS + CHECK_SPREAD_MS + 1_000));
+    assert_eq!(
+        b.server.checks.len() - before,
+        1,
+        "one check for the whole browser"
+    );
+    assert_eq!(b.navigations.len(), 5, "every tab went to the logout URL");
+}
+
+#[test]
+fn a_tab_closed_while_checking_does_not_leave_the_others_waiting() {
+    let mut b = Browser::with_seeds(&[7, 123, 250], 5);
+    b.check_lag_ms = 150;
+    b.run_until(at(TIMEOUT - 1));
+    let before = b.server.checks.len();
+    // Run until the first tab's check is out, then close that tab.
+    while b.server.checks.len() == before {
+        let t = b.now.plus(10);
+        b.run_until(t);
+    }
+    let first_check = *b.server.checks.last().unwrap();
+    let (_, checker, _) = b.replies[0];
+    b.closed.push(checker);
+    b.run_until(first_check.plus(PEER_CHECK_WAIT_MS + CHECK_SPREAD_MS + 1_000));
+    assert_eq!(
+        b.server.checks.len() - before,
+        2,
+        "one more check, not one each"
+    );
+    assert!(
+        b.server.checks[before + 1].since(first_check) >= PEER_CHECK_WAIT_MS,
+        "the others waited for the answer first"
+    );
+    assert_eq!(
+        b.navigations.len(),
+        2,
+        "the open tabs went to the logout URL"
     );
 }
 
