@@ -10,7 +10,7 @@ BIND     ?= 127.0.0.1:8080
 TIMEOUT  ?= 60
 DB       ?= data/demo.db
 
-.PHONY: all build server wasm run test test-server test-client test-wasm test-e2e test-size size bench soak fuzz tools clean
+.PHONY: all build server wasm run test test-server test-client test-wasm test-e2e test-size size bench soak fuzz tools lint clean
 
 all: build
 
@@ -59,6 +59,11 @@ soak: server
 ## fuzz: the property tests over requests and configuration with many more cases (long; not in test)
 fuzz:
 	PROPTEST_CASES=$${PROPTEST_CASES:-200000} cargo test --locked --release -p session-timeout-server --test api fuzz
+
+## lint: rustfmt and clippy, warnings as errors (not in test: it needs the rustfmt and clippy components)
+lint:
+	cargo fmt --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 ## size: raw and gzip -9 sizes of the browser bundle
 size: wasm

@@ -11,10 +11,12 @@ fn main() -> std::io::Result<()> {
     let bind = args.next().unwrap_or_else(|| "127.0.0.1:8399".into());
     let workers: usize = args.next().and_then(|w| w.parse().ok()).unwrap_or(1);
     actix_rt::System::new().block_on(async move {
-        HttpServer::new(|| App::new().default_service(web::to(|| async { HttpResponse::NoContent().finish() })))
-            .workers(workers)
-            .bind(bind)?
-            .run()
-            .await
+        HttpServer::new(|| {
+            App::new().default_service(web::to(|| async { HttpResponse::NoContent().finish() }))
+        })
+        .workers(workers)
+        .bind(bind)?
+        .run()
+        .await
     })
 }

@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::policy::{self, heartbeat_interval_ms, EndReason, Policy, SessionStatus, DEFAULT_TIMEOUT_S};
+use crate::policy::{
+    self, heartbeat_interval_ms, EndReason, Policy, SessionStatus, DEFAULT_TIMEOUT_S,
+};
 use crate::routes::{read_json_body, resource, AppState};
 use crate::sessions::{PrefixError, Sessions};
 use crate::store::{Store, StoreError};
@@ -32,13 +34,17 @@ impl Configured {
         let mut warnings = Vec::new();
         let (timeout, err) = policy::effective_timeout(self.timeout.as_deref());
         if let Some(e) = err {
-            warnings.push(format!("{TIMEOUT_KEY} is invalid ({e}); using {DEFAULT_TIMEOUT_S} s"));
+            warnings.push(format!(
+                "{TIMEOUT_KEY} is invalid ({e}); using {DEFAULT_TIMEOUT_S} s"
+            ));
         }
         let lifetime = match self.lifetime.as_deref().map(policy::parse_lifetime) {
             None => None,
             Some(Ok(v)) => v,
             Some(Err(e)) => {
-                warnings.push(format!("{LIFETIME_KEY} is invalid ({e}); absolute lifetime is off"));
+                warnings.push(format!(
+                    "{LIFETIME_KEY} is invalid ({e}); absolute lifetime is off"
+                ));
                 None
             }
         };
@@ -53,13 +59,20 @@ pub struct AdminState {
 
 impl AdminState {
     pub fn new(token: Option<&str>, configured: Configured) -> AdminState {
-        AdminState { token_hash: token.map(|t| Sha256::digest(t.as_bytes()).into()), configured: RwLock::new(configured) }
+        AdminState {
+            token_hash: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            configured: RwLock::new(configured),
+        }
     }
 
     /// Applies the configured values to the store's live policy, logging a
     /// warning for each invalid one.
     pub fn apply(&self, store: &Store) {
-        let configured = self.configured.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let configured = self
+            .configured
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let (policy, warnings) = configured.effective();
         for w in warnings {
             log::warn!("{w}");
@@ -82,12 +95,22 @@ impl AdminState {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "admin_token_missing", "send `Authorization: Bearer <admin token>`"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "admin_token_missing",
+                    "send `Authorization: Bearer <admin token>`",
+                )
+            })?;
         let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
         if bool::from(given.ct_eq(want)) {
             Ok(())
         } else {
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "admin_token_wrong", "the admin token is wrong"))
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "admin_token_wrong",
+                "the admin token is wrong",
+            ))
         }
     }
 }
@@ -100,23 +123,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(put_settings)),
     )
     .service(resource("/api/v1/admin/sessions", "GET").route(web::get().to(list_sessions)))
-    .service(resource("/api/v1/admin/sessions/{prefix}/revoke", "POST").route(web::post().to(revoke)))
+    .service(
+        resource("/api/v1/admin/sessions/{prefix}/revoke", "POST").route(web::post().to(revoke)),
+    )
     .service(resource("/api/v1/admin/audit", "GET").route(web::get().to(audit)));
 }
 
 fn settings_body(st: &AppState) -> serde_json::Value {
-    let configured = st.admin.configured.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let configured = st
+        .admin
+        .configured
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let (policy, warnings) = configured.effective();
     serde_json::json!({
         TIMEOUT_KEY: {
             "configured": configured.timeout,
             "effective": policy.timeout_s(),
-            "valid": configured.timeout.as_deref().map_or(true, |t| policy::parse_timeout(t).is_ok()),
+            "valid": configured.timeout.as_deref().is_none_or(|t| policy::parse_timeout(t).is_ok()),
         },
         LIFETIME_KEY: {
             "configured": configured.lifetime,
             "effective": policy.absolute_lifetime_ms.map_or(0, |ms| ms / 1000),
-            "valid": configured.lifetime.as_deref().map_or(true, |t| policy::parse_lifetime(t).is_ok()),
+            "valid": configured.lifetime.as_deref().is_none_or(|t| policy::parse_lifetime(t).is_ok()),
         },
         "heartbeat_interval_ms": heartbeat_interval_ms(policy.timeout_ms),
         "warnings": warnings,
@@ -133,14 +163,23 @@ fn setting_text(name: &str, v: &serde_json::Value) -> Result<String, ApiError> {
     match v {
         serde_json::Value::String(s) => Ok(s.clone()),
         serde_json::Value::Number(n) => Ok(n.to_string()),
-        other => Err(ApiError::bad_request("invalid_setting", format!("`{name}` must be a string or an integer, got {other}"))),
+        other => Err(ApiError::bad_request(
+            "invalid_setting",
+            format!("`{name}` must be a string or an integer, got {other}"),
+        )),
     }
 }
 
 /// Validates and stores settings; the new policy applies to the next request.
-pub async fn change_settings(st: &AppState, changes: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+pub async fn change_settings(
+    st: &AppState,
+    changes: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ApiError> {
     if changes.is_empty() {
-        return Err(ApiError::bad_request("invalid_setting", format!("nothing to change: send {{\"{TIMEOUT_KEY}\": seconds}}")));
+        return Err(ApiError::bad_request(
+            "invalid_setting",
+            format!("nothing to change: send {{\"{TIMEOUT_KEY}\": seconds}}"),
+        ));
     }
     let mut validated = Vec::new();
     for (name, v) in changes {
@@ -160,14 +199,34 @@ pub async fn change_settings(st: &AppState, changes: &serde_json::Map<String, se
     }
     for (name, text) in validated {
         let old = {
-            let c = st.admin.configured.read().unwrap_or_else(|e| e.into_inner());
-            if name == TIMEOUT_KEY { c.timeout.clone() } else { c.lifetime.clone() }
+            let c = st
+                .admin
+                .configured
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            if name == TIMEOUT_KEY {
+                c.timeout.clone()
+            } else {
+                c.lifetime.clone()
+            }
         };
         let detail = format!("{name}: {} -> {text}", old.as_deref().unwrap_or("(unset)"));
-        st.sessions.store.set_setting(&name, &text, &detail).await.map_err(ApiError::storage)?;
+        st.sessions
+            .store
+            .set_setting(&name, &text, &detail)
+            .await
+            .map_err(ApiError::storage)?;
         {
-            let mut c = st.admin.configured.write().unwrap_or_else(|e| e.into_inner());
-            if name == TIMEOUT_KEY { c.timeout = Some(text) } else { c.lifetime = Some(text) }
+            let mut c = st
+                .admin
+                .configured
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if name == TIMEOUT_KEY {
+                c.timeout = Some(text)
+            } else {
+                c.lifetime = Some(text)
+            }
         }
         log::info!("setting changed: {detail}");
     }
@@ -175,11 +234,18 @@ pub async fn change_settings(st: &AppState, changes: &serde_json::Map<String, se
     Ok(())
 }
 
-async fn put_settings(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn put_settings(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     st.admin.authorize(&req)?;
     let body = read_json_body(&req, payload, true).await?;
     let Some(serde_json::Value::Object(changes)) = body else {
-        return Err(ApiError::bad_request("invalid_body", format!("send a JSON object such as {{\"{TIMEOUT_KEY}\": 600}}")));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("send a JSON object such as {{\"{TIMEOUT_KEY}\": 600}}"),
+        ));
     };
     change_settings(&st, &changes).await?;
     Ok(HttpResponse::Ok().json(settings_body(&st)))
@@ -192,15 +258,22 @@ struct ListQuery {
 }
 
 fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    serde_urlencoded::from_str(req.query_string()).map_err(|e| ApiError::bad_request("invalid_query", format!("bad query string: {e}")))
+    serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("bad query string: {e}")))
 }
 
-async fn list_sessions(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list_sessions(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     st.admin.authorize(&req)?;
     let q: ListQuery = parse_query(&req)?;
     let want = q.state.as_deref().unwrap_or("all");
     if !["all", "active", "exempt", "expired", "ended"].contains(&want) {
-        return Err(ApiError::bad_request("invalid_query", format!("`state` must be all, active, exempt or ended, not `{want}`")));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`state` must be all, active, exempt or ended, not `{want}`"),
+        ));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(HttpResponse::Ok().json(session_rows(&st.sessions, want, limit)))
@@ -226,7 +299,7 @@ fn session_rows(sessions: &Sessions, want: &str, limit: usize) -> serde_json::Va
             rows.push((e.last_activity, k.prefix(), *e, state, remaining));
         }
     });
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     let total = rows.len();
     let out: Vec<_> = rows
         .into_iter()
@@ -247,17 +320,34 @@ fn session_rows(sessions: &Sessions, want: &str, limit: usize) -> serde_json::Va
     serde_json::json!({ "total": total, "sessions": out })
 }
 
-async fn revoke(req: HttpRequest, path: web::Path<String>, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn revoke(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     st.admin.authorize(&req)?;
     let prefix = path.into_inner();
     let key = st.sessions.find_by_prefix(&prefix).map_err(|e| match e {
-        PrefixError::Malformed => ApiError::bad_request("invalid_key", format!("`{prefix}` is not a key prefix (8 to 32 hex digits)")),
-        PrefixError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "session_not_found", format!("no session key starts with `{prefix}`")),
-        PrefixError::Ambiguous => {
-            ApiError::new(StatusCode::CONFLICT, "ambiguous_key", format!("several sessions start with `{prefix}`; give more digits"))
-        }
+        PrefixError::Malformed => ApiError::bad_request(
+            "invalid_key",
+            format!("`{prefix}` is not a key prefix (8 to 32 hex digits)"),
+        ),
+        PrefixError::NotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            format!("no session key starts with `{prefix}`"),
+        ),
+        PrefixError::Ambiguous => ApiError::new(
+            StatusCode::CONFLICT,
+            "ambiguous_key",
+            format!("several sessions start with `{prefix}`; give more digits"),
+        ),
     })?;
-    let newly = st.sessions.end(&key, EndReason::Revoked).await.map_err(ApiError::storage)?;
+    let newly = st
+        .sessions
+        .end(&key, EndReason::Revoked)
+        .await
+        .map_err(ApiError::storage)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "key_prefix": key.prefix(), "revoked": newly, "already_ended": !newly })))
 }
 
@@ -276,6 +366,12 @@ async fn audit(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse
     let events = web::block(move || store.read_audit(after, limit))
         .await
         .map_err(|e| ApiError::storage(StoreError::Read(e.to_string())))?
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", e.to_string()))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                e.to_string(),
+            )
+        })?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
 }

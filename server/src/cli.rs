@@ -10,7 +10,12 @@ use crate::admin::{LIFETIME_KEY, TIMEOUT_KEY};
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOptions {
     /// Base URL of the running sidecar.
-    #[arg(long, global = true, env = "SESSION_TIMEOUT_URL", default_value = "http://127.0.0.1:8390/session-timeout")]
+    #[arg(
+        long,
+        global = true,
+        env = "SESSION_TIMEOUT_URL",
+        default_value = "http://127.0.0.1:8390/session-timeout"
+    )]
     pub url: String,
     /// File holding the admin token (or set SESSION_TIMEOUT_ADMIN_TOKEN).
     #[arg(long, global = true, env = "SESSION_TIMEOUT_ADMIN_TOKEN_FILE")]
@@ -45,17 +50,29 @@ pub struct Failure(pub String, pub i32);
 
 fn token(opts: &ClientOptions) -> Result<String, Failure> {
     let t = match &opts.admin_token_file {
-        Some(f) => std::fs::read_to_string(f).map_err(|e| Failure(format!("cannot read {}: {e}", f.display()), 2))?,
-        None => std::env::var("SESSION_TIMEOUT_ADMIN_TOKEN")
-            .map_err(|_| Failure("set SESSION_TIMEOUT_ADMIN_TOKEN or pass --admin-token-file".into(), 2))?,
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| Failure(format!("cannot read {}: {e}", f.display()), 2))?,
+        None => std::env::var("SESSION_TIMEOUT_ADMIN_TOKEN").map_err(|_| {
+            Failure(
+                "set SESSION_TIMEOUT_ADMIN_TOKEN or pass --admin-token-file".into(),
+                2,
+            )
+        })?,
     };
     Ok(t.trim().to_string())
 }
 
-async fn call(opts: &ClientOptions, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, Failure> {
+async fn call(
+    opts: &ClientOptions,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, Failure> {
     let token = token(opts)?;
     let url = format!("{}{path}", opts.url.trim_end_matches('/'));
-    let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
     let req = match method {
         "GET" => client.get(&url),
         "PUT" => client.put(&url),
@@ -64,19 +81,39 @@ async fn call(opts: &ClientOptions, method: &str, path: &str, body: Option<serde
     .insert_header(("Authorization", format!("Bearer {token}")));
     let sent = match body {
         Some(b) => req.send_json(&b).await,
-        None => req.insert_header(("Content-Type", "application/json")).send().await,
+        None => {
+            req.insert_header(("Content-Type", "application/json"))
+                .send()
+                .await
+        }
     };
-    let mut resp = sent.map_err(|e| Failure(format!("cannot reach the sidecar at {url}: {e}"), 1))?;
+    let mut resp =
+        sent.map_err(|e| Failure(format!("cannot reach the sidecar at {url}: {e}"), 1))?;
     let status = resp.status();
-    let bytes = resp.body().limit(64 * 1024 * 1024).await.map_err(|e| Failure(format!("unreadable answer from {url}: {e}"), 1))?;
-    let json: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|_| Failure(format!("{url} answered HTTP {status} with a body that is not JSON"), 1))?;
+    let bytes = resp
+        .body()
+        .limit(64 * 1024 * 1024)
+        .await
+        .map_err(|e| Failure(format!("unreadable answer from {url}: {e}"), 1))?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+        Failure(
+            format!("{url} answered HTTP {status} with a body that is not JSON"),
+            1,
+        )
+    })?;
     if status.is_success() {
         Ok(json)
     } else {
-        let msg = json.get("message").and_then(|m| m.as_str()).unwrap_or("(no message)");
+        let msg = json
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("(no message)");
         // Refused input is the caller's mistake (exit 2); the rest is the server's.
-        let code = if status.is_client_error() && status.as_u16() != 401 && status.as_u16() != 404 { 2 } else { 1 };
+        let code = if status.is_client_error() && status.as_u16() != 401 && status.as_u16() != 404 {
+            2
+        } else {
+            1
+        };
         Err(Failure(format!("{msg} (HTTP {})", status.as_u16()), code))
     }
 }
@@ -86,39 +123,79 @@ pub async fn settings(opts: ClientOptions, cmd: SettingsCmd) -> Result<(), Failu
         SettingsCmd::Get => call(&opts, "GET", "/api/v1/admin/settings", None).await?,
         SettingsCmd::Set { name, value } => {
             if name != TIMEOUT_KEY && name != LIFETIME_KEY {
-                return Err(Failure(format!("unknown setting `{name}` (known: {TIMEOUT_KEY}, {LIFETIME_KEY})"), 2));
+                return Err(Failure(
+                    format!("unknown setting `{name}` (known: {TIMEOUT_KEY}, {LIFETIME_KEY})"),
+                    2,
+                ));
             }
-            call(&opts, "PUT", "/api/v1/admin/settings", Some(serde_json::json!({ name: value }))).await?
+            call(
+                &opts,
+                "PUT",
+                "/api/v1/admin/settings",
+                Some(serde_json::json!({ name: value })),
+            )
+            .await?
         }
     };
-    println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    );
     Ok(())
 }
 
 pub async fn sessions(opts: ClientOptions, cmd: SessionsCmd) -> Result<(), Failure> {
     match cmd {
         SessionsCmd::List { state, limit } => {
-            let json = call(&opts, "GET", &format!("/api/v1/admin/sessions?state={state}&limit={limit}"), None).await?;
-            println!("{:<18} {:>6} {:<9} {:<7} {:<24} {}", "KEY PREFIX", "UID", "CLASS", "STATE", "LAST ACTIVITY (UTC)", "END");
+            let json = call(
+                &opts,
+                "GET",
+                &format!("/api/v1/admin/sessions?state={state}&limit={limit}"),
+                None,
+            )
+            .await?;
+            println!(
+                "{:<18} {:>6} {:<9} {:<7} {:<24} END",
+                "KEY PREFIX", "UID", "CLASS", "STATE", "LAST ACTIVITY (UTC)"
+            );
             for s in json["sessions"].as_array().into_iter().flatten() {
                 println!(
                     "{:<18} {:>6} {:<9} {:<7} {:<24} {}",
                     s["key_prefix"].as_str().unwrap_or(""),
-                    s["uid"].as_i64().map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+                    s["uid"]
+                        .as_i64()
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     s["class"].as_str().unwrap_or(""),
                     s["state"].as_str().unwrap_or(""),
                     utc(s["last_activity_ms"].as_i64().unwrap_or(0)),
                     s["end_reason"].as_str().unwrap_or(""),
                 );
             }
-            println!("{} of {} sessions shown", json["sessions"].as_array().map_or(0, |a| a.len()), json["total"]);
+            println!(
+                "{} of {} sessions shown",
+                json["sessions"].as_array().map_or(0, |a| a.len()),
+                json["total"]
+            );
         }
         SessionsCmd::Revoke { key_prefix } => {
-            let json = call(&opts, "POST", &format!("/api/v1/admin/sessions/{key_prefix}/revoke"), None).await?;
+            let json = call(
+                &opts,
+                "POST",
+                &format!("/api/v1/admin/sessions/{key_prefix}/revoke"),
+                None,
+            )
+            .await?;
             if json["revoked"].as_bool() == Some(true) {
-                println!("session {} revoked", json["key_prefix"].as_str().unwrap_or(""));
+                println!(
+                    "session {} revoked",
+                    json["key_prefix"].as_str().unwrap_or("")
+                );
             } else {
-                println!("session {} had already ended", json["key_prefix"].as_str().unwrap_or(""));
+                println!(
+                    "session {} had already ended",
+                    json["key_prefix"].as_str().unwrap_or("")
+                );
             }
         }
     }
@@ -140,7 +217,12 @@ pub fn utc(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

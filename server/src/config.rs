@@ -27,7 +27,11 @@ pub struct RawOptions {
     #[arg(long, env = "SESSION_TIMEOUT_TIMEOUT", allow_hyphen_values = true)]
     pub timeout: Option<String>,
     /// Absolute session lifetime in seconds, 0 (off) or 60 to 2592000 [default: the stored value, else 0].
-    #[arg(long, env = "SESSION_TIMEOUT_ABSOLUTE_LIFETIME", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "SESSION_TIMEOUT_ABSOLUTE_LIFETIME",
+        allow_hyphen_values = true
+    )]
     pub absolute_lifetime: Option<String>,
     /// Path prefix of every sidecar route [default: /session-timeout].
     #[arg(long, env = "SESSION_TIMEOUT_BASE_PATH")]
@@ -47,16 +51,32 @@ pub struct RawOptions {
     #[arg(long, env = "SESSION_TIMEOUT_LOGOUT_URL")]
     pub logout_url: Option<String>,
     /// Longest wait before heartbeats are committed together, 1 to 5000 ms [default: 250].
-    #[arg(long, env = "SESSION_TIMEOUT_COMMIT_WINDOW_MS", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "SESSION_TIMEOUT_COMMIT_WINDOW_MS",
+        allow_hyphen_values = true
+    )]
     pub commit_window_ms: Option<String>,
     /// Days to keep rows of ended sessions, 1 to 3650 (the audit log is kept) [default: 30].
-    #[arg(long, env = "SESSION_TIMEOUT_RETENTION_DAYS", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "SESSION_TIMEOUT_RETENTION_DAYS",
+        allow_hyphen_values = true
+    )]
     pub retention_days: Option<String>,
     /// Seconds before a public session is looked up again, 1 to 86400 [default: 30].
-    #[arg(long, env = "SESSION_TIMEOUT_PUBLIC_RECHECK_S", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "SESSION_TIMEOUT_PUBLIC_RECHECK_S",
+        allow_hyphen_values = true
+    )]
     pub public_recheck_s: Option<String>,
     /// Timeout of a lookup at the ERP, 50 to 60000 ms [default: 2000].
-    #[arg(long, env = "SESSION_TIMEOUT_LOOKUP_TIMEOUT_MS", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "SESSION_TIMEOUT_LOOKUP_TIMEOUT_MS",
+        allow_hyphen_values = true
+    )]
     pub lookup_timeout_ms: Option<String>,
     /// File holding the admin API bearer token (or set SESSION_TIMEOUT_ADMIN_TOKEN).
     /// Without a token the admin routes are off.
@@ -103,7 +123,10 @@ pub struct ConfigError {
 }
 
 fn err(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { field: format!("--{}", field.replace('_', "-")), message: message.into() }
+    ConfigError {
+        field: format!("--{}", field.replace('_', "-")),
+        message: message.into(),
+    }
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -128,18 +151,41 @@ const KNOWN_KEYS: &[&str] = &[
 impl RawOptions {
     /// Fills unset options from the config file, if one is named.
     fn merge_file(mut self) -> Result<RawOptions, ConfigError> {
-        let Some(path) = self.config.clone() else { return Ok(self) };
-        let text = std::fs::read_to_string(&path).map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
-        let table: HashMap<String, toml::Value> =
-            toml::from_str(&text).map_err(|e| err("config", format!("{} is not valid TOML: {e}", path.display())))?;
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
+        let table: HashMap<String, toml::Value> = toml::from_str(&text).map_err(|e| {
+            err(
+                "config",
+                format!("{} is not valid TOML: {e}", path.display()),
+            )
+        })?;
         for (k, v) in table {
             if !KNOWN_KEYS.contains(&k.as_str()) {
-                return Err(err("config", format!("{}: unknown key `{k}` (known: {})", path.display(), KNOWN_KEYS.join(", "))));
+                return Err(err(
+                    "config",
+                    format!(
+                        "{}: unknown key `{k}` (known: {})",
+                        path.display(),
+                        KNOWN_KEYS.join(", ")
+                    ),
+                ));
             }
             let s = match v {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
-                other => return Err(err(&k, format!("in {}: expected a string or an integer, got {}", path.display(), other.type_str()))),
+                other => {
+                    return Err(err(
+                        &k,
+                        format!(
+                            "in {}: expected a string or an integer, got {}",
+                            path.display(),
+                            other.type_str()
+                        ),
+                    ))
+                }
             };
             let slot = match k.as_str() {
                 "bind" => &mut self.bind,
@@ -157,7 +203,8 @@ impl RawOptions {
                 "lookup_timeout_ms" => &mut self.lookup_timeout_ms,
                 "workers" => &mut self.workers,
                 "admin_token_file" => {
-                    self.admin_token_file.get_or_insert_with(|| PathBuf::from(&s));
+                    self.admin_token_file
+                        .get_or_insert_with(|| PathBuf::from(&s));
                     continue;
                 }
                 "secret_file" => {
@@ -175,9 +222,12 @@ impl RawOptions {
     pub fn resolve(self, default_bind: &str) -> Result<Settings, ConfigError> {
         let o = self.merge_file()?;
         let bind_raw = o.bind.as_deref().unwrap_or(default_bind);
-        let bind: SocketAddr = bind_raw
-            .parse()
-            .map_err(|_| err("bind", format!("`{bind_raw}` is not an address:port such as 127.0.0.1:8390")))?;
+        let bind: SocketAddr = bind_raw.parse().map_err(|_| {
+            err(
+                "bind",
+                format!("`{bind_raw}` is not an address:port such as 127.0.0.1:8390"),
+            )
+        })?;
         let db = PathBuf::from(o.db.as_deref().unwrap_or("data/session-timeout.db"));
         if db.as_os_str().is_empty() {
             return Err(err("db", "the database path is empty"));
@@ -197,27 +247,63 @@ impl RawOptions {
         let base_path = o.base_path.unwrap_or_else(|| "/session-timeout".into());
         check_base_path(&base_path)?;
         let cookie_name = o.cookie_name.unwrap_or_else(|| "session_id".into());
-        if cookie_name.is_empty() || cookie_name.len() > 128 || !cookie_name.bytes().all(is_token_byte) {
+        if cookie_name.is_empty()
+            || cookie_name.len() > 128
+            || !cookie_name.bytes().all(is_token_byte)
+        {
             return Err(err("cookie_name", format!("`{cookie_name}` is not a cookie name (1 to 128 letters, digits or !#$%&'*+-.^_`|~)")));
         }
         let session_info_url = match o.session_info_url.as_deref() {
             None => Some("http://127.0.0.1:8069/web/session/get_session_info".to_string()),
             Some("none") => None,
-            Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > 8 => Some(u.to_string()),
-            Some(u) => return Err(err("session_info_url", format!("`{u}` is not an http:// or https:// URL (or `none`)"))),
+            Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > 8 => {
+                Some(u.to_string())
+            }
+            Some(u) => {
+                return Err(err(
+                    "session_info_url",
+                    format!("`{u}` is not an http:// or https:// URL (or `none`)"),
+                ))
+            }
         };
-        if session_info_url.as_deref().is_some_and(|u| u.starts_with("https://")) {
+        if session_info_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+        {
             return Err(err("session_info_url", "https is not supported for the ERP lookup; point it at the ERP's internal http address"));
         }
         let login_url = o.login_url.unwrap_or_else(|| "/web/login".into());
         check_url("login_url", &login_url)?;
-        let logout_url = o.logout_url.unwrap_or_else(|| "/web/session/logout?redirect=%2Fweb%2Flogin".into());
+        let logout_url = o
+            .logout_url
+            .unwrap_or_else(|| "/web/session/logout?redirect=%2Fweb%2Flogin".into());
         check_url("logout_url", &logout_url)?;
-        let commit_window = Duration::from_millis(number(&o.commit_window_ms, "commit_window_ms", 1, 5000, 250)?);
-        let retention = Duration::from_secs(number(&o.retention_days, "retention_days", 1, 3650, 30)? * 86_400);
-        let public_recheck = Duration::from_secs(number(&o.public_recheck_s, "public_recheck_s", 1, 86_400, 30)?);
-        let lookup_timeout = Duration::from_millis(number(&o.lookup_timeout_ms, "lookup_timeout_ms", 50, 60_000, 2000)?);
-        let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(2);
+        let commit_window = Duration::from_millis(number(
+            &o.commit_window_ms,
+            "commit_window_ms",
+            1,
+            5000,
+            250,
+        )?);
+        let retention =
+            Duration::from_secs(number(&o.retention_days, "retention_days", 1, 3650, 30)? * 86_400);
+        let public_recheck = Duration::from_secs(number(
+            &o.public_recheck_s,
+            "public_recheck_s",
+            1,
+            86_400,
+            30,
+        )?);
+        let lookup_timeout = Duration::from_millis(number(
+            &o.lookup_timeout_ms,
+            "lookup_timeout_ms",
+            50,
+            60_000,
+            2000,
+        )?);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as u64)
+            .unwrap_or(2);
         let workers = number(&o.workers, "workers", 1, 64, cpus.min(64))? as usize;
         let admin_token = read_admin_token(o.admin_token_file.as_deref())?;
         let secret_file = o.secret_file.unwrap_or_else(|| {
@@ -249,13 +335,24 @@ impl RawOptions {
     }
 }
 
-fn number(raw: &Option<String>, field: &str, min: u64, max: u64, default: u64) -> Result<u64, ConfigError> {
+fn number(
+    raw: &Option<String>,
+    field: &str,
+    min: u64,
+    max: u64,
+    default: u64,
+) -> Result<u64, ConfigError> {
     match raw {
         None => Ok(default),
         Some(s) => policy::parse_seconds(s, min, max).map_err(|e| {
             // parse_seconds speaks of seconds; say the field's own unit.
             let unit = field.rsplit('_').next().unwrap_or("");
-            err(field, e.to_string().replace("seconds", unit).replace("whole number of seconds", "whole number"))
+            err(
+                field,
+                e.to_string()
+                    .replace("seconds", unit)
+                    .replace("whole number of seconds", "whole number"),
+            )
         }),
     }
 }
@@ -269,7 +366,8 @@ fn check_base_path(p: &str) -> Result<(), ConfigError> {
         && p.len() > 1
         && !p.ends_with('/')
         && !p.contains("//")
-        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -280,7 +378,9 @@ fn check_base_path(p: &str) -> Result<(), ConfigError> {
 fn check_url(field: &str, u: &str) -> Result<(), ConfigError> {
     let local = u.starts_with('/') && !u.starts_with("//");
     let absolute = u.starts_with("http://") || u.starts_with("https://");
-    let clean = !u.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'"');
+    let clean = !u
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b == b'"');
     if (local || absolute) && clean && u.len() <= 2048 {
         Ok(())
     } else {
@@ -292,16 +392,24 @@ fn read_admin_token(file: Option<&Path>) -> Result<Option<String>, ConfigError> 
     let token = match file {
         Some(f) => Some(
             std::fs::read_to_string(f)
-                .map_err(|e| err("admin_token_file", format!("cannot read {}: {e}", f.display())))?
+                .map_err(|e| {
+                    err(
+                        "admin_token_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?
                 .trim()
                 .to_string(),
         ),
-        None => std::env::var("SESSION_TIMEOUT_ADMIN_TOKEN").ok().map(|t| t.trim().to_string()),
+        None => std::env::var("SESSION_TIMEOUT_ADMIN_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string()),
     };
     match token {
         Some(t) if t.len() < 16 => Err(ConfigError {
             field: "admin token".into(),
-            message: "it must be at least 16 characters long (use e.g. `openssl rand -hex 32`)".into(),
+            message: "it must be at least 16 characters long (use e.g. `openssl rand -hex 32`)"
+                .into(),
         }),
         other => Ok(other),
     }
@@ -312,7 +420,10 @@ mod tests {
     use super::*;
 
     fn raw() -> RawOptions {
-        RawOptions { session_info_url: Some("none".into()), ..Default::default() }
+        RawOptions {
+            session_info_url: Some("none".into()),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -322,20 +433,79 @@ mod tests {
         assert_eq!(s.cookie_name, "session_id");
         assert_eq!(s.timeout_s, None);
         assert_eq!(s.commit_window, Duration::from_millis(250));
-        assert_eq!(s.secret_file, PathBuf::from("data/session-timeout.db.secret"));
+        assert_eq!(
+            s.secret_file,
+            PathBuf::from("data/session-timeout.db.secret")
+        );
     }
 
     #[test]
     fn invalid_values_name_the_field_and_range() {
         let cases: Vec<(RawOptions, &str, &str)> = vec![
-            (RawOptions { timeout: Some("0".into()), ..raw() }, "--timeout", "accepted: 1 to 2592000"),
-            (RawOptions { timeout: Some("abc".into()), ..raw() }, "--timeout", "not a whole number"),
-            (RawOptions { bind: Some("nowhere".into()), ..raw() }, "--bind", "address:port"),
-            (RawOptions { base_path: Some("x/".into()), ..raw() }, "--base-path", "must start with"),
-            (RawOptions { cookie_name: Some("a b".into()), ..raw() }, "--cookie-name", "cookie name"),
-            (RawOptions { commit_window_ms: Some("0".into()), ..raw() }, "--commit-window-ms", "accepted: 1 to 5000 ms"),
-            (RawOptions { logout_url: Some("javascript:alert(1)".into()), ..raw() }, "--logout-url", "must be a path"),
-            (RawOptions { absolute_lifetime: Some("10".into()), ..raw() }, "--absolute-lifetime", "0 turns it off"),
+            (
+                RawOptions {
+                    timeout: Some("0".into()),
+                    ..raw()
+                },
+                "--timeout",
+                "accepted: 1 to 2592000",
+            ),
+            (
+                RawOptions {
+                    timeout: Some("abc".into()),
+                    ..raw()
+                },
+                "--timeout",
+                "not a whole number",
+            ),
+            (
+                RawOptions {
+                    bind: Some("nowhere".into()),
+                    ..raw()
+                },
+                "--bind",
+                "address:port",
+            ),
+            (
+                RawOptions {
+                    base_path: Some("x/".into()),
+                    ..raw()
+                },
+                "--base-path",
+                "must start with",
+            ),
+            (
+                RawOptions {
+                    cookie_name: Some("a b".into()),
+                    ..raw()
+                },
+                "--cookie-name",
+                "cookie name",
+            ),
+            (
+                RawOptions {
+                    commit_window_ms: Some("0".into()),
+                    ..raw()
+                },
+                "--commit-window-ms",
+                "accepted: 1 to 5000 ms",
+            ),
+            (
+                RawOptions {
+                    logout_url: Some("javascript:alert(1)".into()),
+                    ..raw()
+                },
+                "--logout-url",
+                "must be a path",
+            ),
+            (
+                RawOptions {
+                    absolute_lifetime: Some("10".into()),
+                    ..raw()
+                },
+                "--absolute-lifetime",
+                "0 turns it off",
+            ),
         ];
         for (o, field, needle) in cases {
             let e = o.resolve("127.0.0.1:1").unwrap_err();
@@ -349,11 +519,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "timeout = 600\ncookie_name = \"sid\"\n").unwrap();
-        let s = RawOptions { config: Some(f.clone()), cookie_name: Some("flag_wins".into()), ..raw() }.resolve("127.0.0.1:1").unwrap();
+        let s = RawOptions {
+            config: Some(f.clone()),
+            cookie_name: Some("flag_wins".into()),
+            ..raw()
+        }
+        .resolve("127.0.0.1:1")
+        .unwrap();
         assert_eq!(s.timeout_s, Some(600));
         assert_eq!(s.cookie_name, "flag_wins");
         std::fs::write(&f, "timeuot = 600\n").unwrap();
-        let e = RawOptions { config: Some(f), ..raw() }.resolve("127.0.0.1:1").unwrap_err();
+        let e = RawOptions {
+            config: Some(f),
+            ..raw()
+        }
+        .resolve("127.0.0.1:1")
+        .unwrap_err();
         assert!(e.to_string().contains("unknown key `timeuot`"), "{e}");
     }
 }

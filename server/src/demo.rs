@@ -56,7 +56,11 @@ const COOKIE: &str = "session_id";
 
 impl DemoErp {
     pub fn new(www: PathBuf) -> DemoErp {
-        DemoErp { sessions: Arc::default(), www, enforce: true }
+        DemoErp {
+            sessions: Arc::default(),
+            www,
+            enforce: true,
+        }
     }
 
     /// With `false` the pages are served like a plain ERP's: only a reverse
@@ -75,7 +79,10 @@ impl DemoErp {
             .route("/web/login", web::post().to(login))
             .route("/web/session/logout", web::get().to(logout))
             .route("/web/session/logout", web::post().to(logout))
-            .route("/web/session/get_session_info", web::post().to(session_info))
+            .route(
+                "/web/session/get_session_info",
+                web::post().to(session_info),
+            )
             .route("/odoo", web::get().to(backoffice))
             .route("/odoo/{tail:.*}", web::get().to(backoffice))
             .route("/my", web::get().to(portal))
@@ -85,13 +92,20 @@ impl DemoErp {
 
     fn user(&self, req: &HttpRequest) -> Option<(String, DemoUser)> {
         let sid = cookie_value(req, COOKIE)?;
-        let user = *self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(sid)?;
+        let user = *self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sid)?;
         Some((sid.to_string(), user))
     }
 }
 
 fn see_other(to: &str) -> HttpResponse {
-    HttpResponse::SeeOther().insert_header((header::LOCATION, to)).insert_header((header::CACHE_CONTROL, "no-store")).finish()
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
 }
 
 /// Only same-site paths are followed, so `redirect` cannot send users away.
@@ -100,7 +114,10 @@ fn local_path(p: Option<&str>) -> Option<&str> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[derive(Deserialize)]
@@ -114,7 +131,9 @@ async fn login_page(q: web::Query<RedirectQuery>) -> HttpResponse {
 
 fn login_html(redirect: Option<&str>, error: Option<&str>) -> HttpResponse {
     let redirect = escape(local_path(redirect).unwrap_or(""));
-    let error = error.map(|e| format!("<p class=\"alert\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default();
+    let error = error
+        .map(|e| format!("<p class=\"alert\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
     HttpResponse::Ok().content_type("text/html; charset=utf-8").insert_header((header::CACHE_CONTROL, "no-store")).body(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Login | Demo ERP</title>
@@ -153,12 +172,24 @@ async fn login(form: web::Form<LoginForm>, erp: web::Data<DemoErp>) -> HttpRespo
         rand::rngs::OsRng.fill_bytes(&mut b);
         hex::encode(b)
     };
-    erp.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(sid.clone(), user);
-    let to = local_path(form.redirect.as_deref()).filter(|p| !p.starts_with("/web/login")).unwrap_or(user.home());
-    let to = if user == DemoUser::Portal && to.starts_with("/odoo") { "/my" } else { to };
+    erp.sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(sid.clone(), user);
+    let to = local_path(form.redirect.as_deref())
+        .filter(|p| !p.starts_with("/web/login"))
+        .unwrap_or(user.home());
+    let to = if user == DemoUser::Portal && to.starts_with("/odoo") {
+        "/my"
+    } else {
+        to
+    };
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, to))
-        .insert_header((header::SET_COOKIE, format!("{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax")))
+        .insert_header((
+            header::SET_COOKIE,
+            format!("{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"),
+        ))
         .finish()
 }
 
@@ -189,7 +220,11 @@ async fn page(req: &HttpRequest, erp: &DemoErp, file: &str) -> HttpResponse {
     }
 }
 
-async fn backoffice(req: HttpRequest, erp: web::Data<DemoErp>, st: web::Data<AppState>) -> HttpResponse {
+async fn backoffice(
+    req: HttpRequest,
+    erp: web::Data<DemoErp>,
+    st: web::Data<AppState>,
+) -> HttpResponse {
     let Some((_, user)) = erp.user(&req) else {
         return see_other(&format!("/web/login?redirect={}", urlencode(req.path())));
     };
@@ -202,7 +237,11 @@ async fn backoffice(req: HttpRequest, erp: web::Data<DemoErp>, st: web::Data<App
     page(&req, &erp, "odoo.html").await
 }
 
-async fn portal(req: HttpRequest, erp: web::Data<DemoErp>, st: web::Data<AppState>) -> HttpResponse {
+async fn portal(
+    req: HttpRequest,
+    erp: web::Data<DemoErp>,
+    st: web::Data<AppState>,
+) -> HttpResponse {
     if erp.user(&req).is_none() {
         return see_other("/web/login?redirect=%2Fmy");
     }
@@ -221,9 +260,19 @@ async fn websocket(req: HttpRequest, erp: web::Data<DemoErp>) -> HttpResponse {
     }
 }
 
-async fn logout(req: HttpRequest, q: web::Query<RedirectQuery>, erp: web::Data<DemoErp>, st: web::Data<AppState>) -> HttpResponse {
+async fn logout(
+    req: HttpRequest,
+    q: web::Query<RedirectQuery>,
+    erp: web::Data<DemoErp>,
+    st: web::Data<AppState>,
+) -> HttpResponse {
     if let Some(sid) = cookie_value(&req, COOKIE) {
-        let known = erp.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(sid).is_some();
+        let known = erp
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sid)
+            .is_some();
         if known {
             // The ERP tells the sidecar, so a copied cookie is refused at once.
             let key = st.sessions.key(sid);
@@ -235,7 +284,10 @@ async fn logout(req: HttpRequest, q: web::Query<RedirectQuery>, erp: web::Data<D
     let to = local_path(q.redirect.as_deref()).unwrap_or("/web/login");
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, to))
-        .insert_header((header::SET_COOKIE, format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")))
+        .insert_header((
+            header::SET_COOKIE,
+            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+        ))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish()
 }
@@ -261,7 +313,9 @@ async fn session_info(req: HttpRequest, erp: web::Data<DemoErp>) -> HttpResponse
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

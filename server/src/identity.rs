@@ -11,8 +11,12 @@ use serde_json::Value;
 /// What the ERP said about a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    Internal { uid: i32 },
-    Portal { uid: i32 },
+    Internal {
+        uid: i32,
+    },
+    Portal {
+        uid: i32,
+    },
     /// No user behind the session: a website visitor, or a session the ERP
     /// does not know.
     Public,
@@ -32,12 +36,22 @@ pub fn parse_session_info(status: u16, body: &[u8]) -> Lookup {
     if let Some(err) = v.get("error") {
         // Odoo: code 100, data.name "odoo.http.SessionExpiredException".
         let code = err.get("code").and_then(Value::as_i64);
-        let name = err.pointer("/data/name").and_then(Value::as_str).unwrap_or("");
+        let name = err
+            .pointer("/data/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let msg = err.get("message").and_then(Value::as_str).unwrap_or("");
-        if code == Some(100) || name.contains("SessionExpired") || msg.contains("Session Expired") || msg.contains("Session expired") {
+        if code == Some(100)
+            || name.contains("SessionExpired")
+            || msg.contains("Session Expired")
+            || msg.contains("Session expired")
+        {
             return Lookup::Public;
         }
-        return Lookup::Unknown(format!("session-info answered a JSON-RPC error: {}", truncate(msg)));
+        return Lookup::Unknown(format!(
+            "session-info answered a JSON-RPC error: {}",
+            truncate(msg)
+        ));
     }
     let Some(result) = v.get("result").filter(|r| r.is_object()) else {
         return Lookup::Unknown("session-info answer has no `result` object".into());
@@ -48,7 +62,12 @@ pub fn parse_session_info(status: u16, body: &[u8]) -> Lookup {
             Some(uid) if uid > 0 => uid,
             _ => return Lookup::Unknown(format!("session-info `uid` {n} is not a user id")),
         },
-        Some(other) => return Lookup::Unknown(format!("session-info `uid` is not a number: {}", truncate(&other.to_string()))),
+        Some(other) => {
+            return Lookup::Unknown(format!(
+                "session-info `uid` is not a number: {}",
+                truncate(&other.to_string())
+            ))
+        }
     };
     if result.get("is_public").and_then(Value::as_bool) == Some(true) {
         return Lookup::Public;
@@ -59,7 +78,10 @@ pub fn parse_session_info(status: u16, body: &[u8]) -> Lookup {
         // Odoo 17 may leave the flag out for a logged-in user; when in doubt
         // the session is timed, never exempt.
         None => Lookup::Internal { uid },
-        Some(other) => Lookup::Unknown(format!("session-info `is_internal_user` is not a boolean: {}", truncate(&other.to_string()))),
+        Some(other) => Lookup::Unknown(format!(
+            "session-info `is_internal_user` is not a boolean: {}",
+            truncate(&other.to_string())
+        )),
     }
 }
 
@@ -79,7 +101,10 @@ pub async fn lookup(url: &str, cookie_name: &str, cookie_value: &str, timeout: D
         .timeout(timeout)
         .insert_header(("Content-Type", "application/json"))
         .insert_header(("Cookie", format!("{cookie_name}={cookie_value}")));
-    let mut resp = match req.send_body(r#"{"jsonrpc":"2.0","method":"call","params":{}}"#).await {
+    let mut resp = match req
+        .send_body(r#"{"jsonrpc":"2.0","method":"call","params":{}}"#)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return Lookup::Unknown(format!("session-info request failed: {e}")),
     };
@@ -97,7 +122,10 @@ mod tests {
     #[test]
     fn odoo_shapes() {
         let internal = br#"{"jsonrpc":"2.0","id":null,"result":{"uid":2,"is_internal_user":true,"is_public":false}}"#;
-        assert_eq!(parse_session_info(200, internal), Lookup::Internal { uid: 2 });
+        assert_eq!(
+            parse_session_info(200, internal),
+            Lookup::Internal { uid: 2 }
+        );
         let portal = br#"{"jsonrpc":"2.0","id":null,"result":{"uid":7,"is_internal_user":false}}"#;
         assert_eq!(parse_session_info(200, portal), Lookup::Portal { uid: 7 });
         let public = br#"{"jsonrpc":"2.0","id":null,"result":{"uid":false,"is_public":true}}"#;
@@ -117,7 +145,11 @@ mod tests {
             (200, br#"{"error":{"code":200,"message":"Server error"}}"#),
             (200, br#"[]"#),
         ] {
-            assert!(matches!(parse_session_info(status, body), Lookup::Unknown(_)), "{}", String::from_utf8_lossy(body));
+            assert!(
+                matches!(parse_session_info(status, body), Lookup::Unknown(_)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }

@@ -11,7 +11,11 @@ use session_timeout::demo::DemoErp;
 use session_timeout::startup;
 
 #[derive(Parser)]
-#[command(name = "session-timeout", version, about = "Logs idle ERP users out, enforced on the server.")]
+#[command(
+    name = "session-timeout",
+    version,
+    about = "Logs idle ERP users out, enforced on the server."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -55,7 +59,11 @@ fn main() {
     let code = actix_rt::System::new().block_on(async move {
         match cli.cmd {
             Cmd::Serve(opts) => run(resolve(opts, "127.0.0.1:8390"), None).await,
-            Cmd::Demo { opts, www, no_enforce } => run(resolve(opts, "127.0.0.1:8080"), Some((www, !no_enforce))).await,
+            Cmd::Demo {
+                opts,
+                www,
+                no_enforce,
+            } => run(resolve(opts, "127.0.0.1:8080"), Some((www, !no_enforce))).await,
             Cmd::Settings { cmd, client } => finish(cli::settings(client, cmd).await),
             Cmd::Sessions { cmd, client } => finish(cli::sessions(client, cmd).await),
         }
@@ -105,9 +113,14 @@ async fn run(mut settings: Settings, demo: Option<(PathBuf, bool)>) -> i32 {
     let server = match demo {
         Some((www, enforce)) => {
             let erp = DemoErp::new(www).enforce(enforce);
-            println!("Demo ERP with the session timeout ({} s idle) at http://{addr}/web/login", policy.timeout_s());
+            println!(
+                "Demo ERP with the session timeout ({} s idle) at http://{addr}/web/login",
+                policy.timeout_s()
+            );
             println!("  users: admin/admin (internal, timed out), portal/portal (portal, exempt); Ctrl-C stops");
-            startup::server(listener, state.clone(), settings.workers, move |c| erp.configure(c))
+            startup::server(listener, state.clone(), settings.workers, move |c| {
+                erp.configure(c)
+            })
         }
         None => {
             log::info!(

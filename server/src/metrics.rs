@@ -9,8 +9,21 @@ use crate::policy::{EndReason, UserClass};
 use crate::store::Store;
 
 /// The routes we report separately; anything else is `other`.
-pub const ROUTES: [&str; 10] = ["heartbeat", "check", "logout", "auth", "config", "admin", "healthz", "metrics", "other", "demo"];
-const BUCKETS_S: [f64; 11] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0];
+pub const ROUTES: [&str; 10] = [
+    "heartbeat",
+    "check",
+    "logout",
+    "auth",
+    "config",
+    "admin",
+    "healthz",
+    "metrics",
+    "other",
+    "demo",
+];
+const BUCKETS_S: [f64; 11] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
+];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Default)]
@@ -48,7 +61,12 @@ impl Metrics {
     }
 
     pub fn count_heartbeat(&self, accepted: bool) {
-        if accepted { &self.heartbeats_active } else { &self.heartbeats_refused }.fetch_add(1, Relaxed);
+        if accepted {
+            &self.heartbeats_active
+        } else {
+            &self.heartbeats_refused
+        }
+        .fetch_add(1, Relaxed);
     }
 
     pub fn count_expiry(&self, reason: EndReason) {
@@ -84,48 +102,120 @@ impl Metrics {
                 exempt += 1
             }
         });
-        let _ = writeln!(out, "# HELP session_timeout_sessions Sessions known to the sidecar, by state.");
+        let _ = writeln!(
+            out,
+            "# HELP session_timeout_sessions Sessions known to the sidecar, by state."
+        );
         let _ = writeln!(out, "# TYPE session_timeout_sessions gauge");
         for (state, n) in [("active", active), ("exempt", exempt), ("ended", ended)] {
             let _ = writeln!(out, "session_timeout_sessions{{state=\"{state}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP session_timeout_heartbeats_total Heartbeats received, by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP session_timeout_heartbeats_total Heartbeats received, by outcome."
+        );
         let _ = writeln!(out, "# TYPE session_timeout_heartbeats_total counter");
-        let _ = writeln!(out, "session_timeout_heartbeats_total{{result=\"recorded\"}} {}", self.heartbeats_active.load(Relaxed));
-        let _ = writeln!(out, "session_timeout_heartbeats_total{{result=\"not_recorded\"}} {}", self.heartbeats_refused.load(Relaxed));
-        let _ = writeln!(out, "# HELP session_timeout_endings_total Sessions ended, by reason.");
+        let _ = writeln!(
+            out,
+            "session_timeout_heartbeats_total{{result=\"recorded\"}} {}",
+            self.heartbeats_active.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "session_timeout_heartbeats_total{{result=\"not_recorded\"}} {}",
+            self.heartbeats_refused.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP session_timeout_endings_total Sessions ended, by reason."
+        );
         let _ = writeln!(out, "# TYPE session_timeout_endings_total counter");
-        for (i, reason) in ["idle_timeout", "absolute_lifetime", "logout", "revoked"].iter().enumerate() {
-            let _ = writeln!(out, "session_timeout_endings_total{{reason=\"{reason}\"}} {}", self.expiries[i].load(Relaxed));
+        for (i, reason) in ["idle_timeout", "absolute_lifetime", "logout", "revoked"]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "session_timeout_endings_total{{reason=\"{reason}\"}} {}",
+                self.expiries[i].load(Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP session_timeout_erp_lookups_total Questions to the ERP about who owns a session, by answer.");
         let _ = writeln!(out, "# TYPE session_timeout_erp_lookups_total counter");
-        for (i, class) in ["internal", "portal", "public", "unknown"].iter().enumerate() {
-            let _ = writeln!(out, "session_timeout_erp_lookups_total{{answer=\"{class}\"}} {}", self.lookups[i].load(Relaxed));
+        for (i, class) in ["internal", "portal", "public", "unknown"]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "session_timeout_erp_lookups_total{{answer=\"{class}\"}} {}",
+                self.lookups[i].load(Relaxed)
+            );
         }
         let s = &store.stats;
-        let _ = writeln!(out, "# HELP session_timeout_db_commits_total SQLite commits (each one fsync of the WAL).");
+        let _ = writeln!(
+            out,
+            "# HELP session_timeout_db_commits_total SQLite commits (each one fsync of the WAL)."
+        );
         let _ = writeln!(out, "# TYPE session_timeout_db_commits_total counter");
-        let _ = writeln!(out, "session_timeout_db_commits_total {}", s.commits.load(Relaxed));
-        let _ = writeln!(out, "# TYPE session_timeout_db_failed_commits_total counter");
-        let _ = writeln!(out, "session_timeout_db_failed_commits_total {}", s.failed_commits.load(Relaxed));
-        let _ = writeln!(out, "# TYPE session_timeout_db_heartbeat_rows_total counter");
-        let _ = writeln!(out, "session_timeout_db_heartbeat_rows_total {}", s.heartbeat_rows.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "session_timeout_db_commits_total {}",
+            s.commits.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE session_timeout_db_failed_commits_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "session_timeout_db_failed_commits_total {}",
+            s.failed_commits.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE session_timeout_db_heartbeat_rows_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "session_timeout_db_heartbeat_rows_total {}",
+            s.heartbeat_rows.load(Relaxed)
+        );
         let _ = writeln!(out, "# HELP session_timeout_db_commit_wait_max_seconds Longest time a heartbeat waited for its group commit.");
-        let _ = writeln!(out, "# TYPE session_timeout_db_commit_wait_max_seconds gauge");
-        let _ = writeln!(out, "session_timeout_db_commit_wait_max_seconds {}", s.max_wait_us.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "# HELP session_timeout_http_requests_total HTTP requests, by route and status class.");
+        let _ = writeln!(
+            out,
+            "# TYPE session_timeout_db_commit_wait_max_seconds gauge"
+        );
+        let _ = writeln!(
+            out,
+            "session_timeout_db_commit_wait_max_seconds {}",
+            s.max_wait_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "# HELP session_timeout_http_requests_total HTTP requests, by route and status class."
+        );
         let _ = writeln!(out, "# TYPE session_timeout_http_requests_total counter");
         for (ri, r) in self.routes.iter().enumerate() {
             for (ci, c) in STATUS_CLASSES.iter().enumerate() {
                 let n = r.by_status[ci].load(Relaxed);
                 if n > 0 {
-                    let _ = writeln!(out, "session_timeout_http_requests_total{{route=\"{}\",status=\"{c}\"}} {n}", ROUTES[ri]);
+                    let _ = writeln!(
+                        out,
+                        "session_timeout_http_requests_total{{route=\"{}\",status=\"{c}\"}} {n}",
+                        ROUTES[ri]
+                    );
                 }
             }
         }
-        let _ = writeln!(out, "# HELP session_timeout_http_request_duration_seconds Time to answer, by route.");
-        let _ = writeln!(out, "# TYPE session_timeout_http_request_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP session_timeout_http_request_duration_seconds Time to answer, by route."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE session_timeout_http_request_duration_seconds histogram"
+        );
         for (ri, r) in self.routes.iter().enumerate() {
             let count = r.count.load(Relaxed);
             if count == 0 {
@@ -137,8 +227,17 @@ impl Metrics {
                 let _ = writeln!(out, "session_timeout_http_request_duration_seconds_bucket{{route=\"{}\",le=\"{b}\"}} {cumulative}", ROUTES[ri]);
             }
             let _ = writeln!(out, "session_timeout_http_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {count}", ROUTES[ri]);
-            let _ = writeln!(out, "session_timeout_http_request_duration_seconds_sum{{route=\"{}\"}} {}", ROUTES[ri], r.sum_us.load(Relaxed) as f64 / 1e6);
-            let _ = writeln!(out, "session_timeout_http_request_duration_seconds_count{{route=\"{}\"}} {count}", ROUTES[ri]);
+            let _ = writeln!(
+                out,
+                "session_timeout_http_request_duration_seconds_sum{{route=\"{}\"}} {}",
+                ROUTES[ri],
+                r.sum_us.load(Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "session_timeout_http_request_duration_seconds_count{{route=\"{}\"}} {count}",
+                ROUTES[ri]
+            );
         }
         out
     }

@@ -142,7 +142,12 @@ pub enum SessionStatus {
 /// exactly the timeout it is still active). A clock that went backwards (now
 /// before last activity) counts as zero elapsed time, never as negative, so it
 /// cannot lengthen a session beyond the full timeout.
-pub fn status(created: Millis, last_activity: Millis, now: Millis, policy: &Policy) -> SessionStatus {
+pub fn status(
+    created: Millis,
+    last_activity: Millis,
+    now: Millis,
+    policy: &Policy,
+) -> SessionStatus {
     let idle = now.saturating_sub(last_activity).max(0);
     let idle_deadline = last_activity.0.saturating_add(policy.timeout_ms);
     let mut remaining = policy.timeout_ms - idle;
@@ -162,8 +167,13 @@ pub fn status(created: Millis, last_activity: Millis, now: Millis, policy: &Poli
     }
 
     match expiry {
-        Some((reason, at)) => SessionStatus::Expired { reason, at: Millis(at) },
-        None => SessionStatus::Active { remaining_ms: remaining.max(0) },
+        Some((reason, at)) => SessionStatus::Expired {
+            reason,
+            at: Millis(at),
+        },
+        None => SessionStatus::Active {
+            remaining_ms: remaining.max(0),
+        },
     }
 }
 
@@ -197,16 +207,22 @@ pub fn parse_lifetime(raw: &str) -> Result<Option<u64>, InvalidSetting> {
         return Ok(None);
     }
     if v < 60 {
-        return Err(InvalidSetting::OutOfRange { value: v as i128, min: 60, max: MAX_LIFETIME_S });
+        return Err(InvalidSetting::OutOfRange {
+            value: v as i128,
+            min: 60,
+            max: MAX_LIFETIME_S,
+        });
     }
     Ok(Some(v))
 }
 
 pub fn parse_seconds(raw: &str, min: u64, max: u64) -> Result<u64, InvalidSetting> {
     let t = raw.trim();
-    let v: i128 = t
-        .parse()
-        .map_err(|_| InvalidSetting::NotAnInteger { value: t.chars().take(40).collect(), min, max })?;
+    let v: i128 = t.parse().map_err(|_| InvalidSetting::NotAnInteger {
+        value: t.chars().take(40).collect(),
+        min,
+        max,
+    })?;
     if v < min as i128 || v > max as i128 {
         return Err(InvalidSetting::OutOfRange { value: v, min, max });
     }
@@ -235,51 +251,90 @@ pub fn heartbeat_interval_ms(timeout_ms: i64) -> i64 {
 mod tests {
     use super::*;
 
-    const P: Policy = Policy { timeout_ms: 300_000, absolute_lifetime_ms: None };
+    const P: Policy = Policy {
+        timeout_ms: 300_000,
+        absolute_lifetime_ms: None,
+    };
 
     #[test]
     fn exactly_at_timeout_is_active_one_ms_past_is_expired() {
         let t0 = Millis(1_000_000);
-        assert_eq!(status(t0, t0, Millis(t0.0 + 300_000), &P), SessionStatus::Active { remaining_ms: 0 });
+        assert_eq!(
+            status(t0, t0, Millis(t0.0 + 300_000), &P),
+            SessionStatus::Active { remaining_ms: 0 }
+        );
         assert_eq!(
             status(t0, t0, Millis(t0.0 + 300_001), &P),
-            SessionStatus::Expired { reason: EndReason::IdleTimeout, at: Millis(t0.0 + 300_000) }
+            SessionStatus::Expired {
+                reason: EndReason::IdleTimeout,
+                at: Millis(t0.0 + 300_000)
+            }
         );
     }
 
     #[test]
     fn remaining_counts_down() {
         let t0 = Millis(5_000);
-        assert_eq!(status(t0, t0, Millis(5_000 + 1_234), &P), SessionStatus::Active { remaining_ms: 298_766 });
+        assert_eq!(
+            status(t0, t0, Millis(5_000 + 1_234), &P),
+            SessionStatus::Active {
+                remaining_ms: 298_766
+            }
+        );
     }
 
     #[test]
     fn clock_going_backwards_never_extends_beyond_full_timeout() {
         let t0 = Millis(10_000_000);
         // now is an hour before the last activity
-        assert_eq!(status(t0, t0, Millis(t0.0 - 3_600_000), &P), SessionStatus::Active { remaining_ms: 300_000 });
+        assert_eq!(
+            status(t0, t0, Millis(t0.0 - 3_600_000), &P),
+            SessionStatus::Active {
+                remaining_ms: 300_000
+            }
+        );
     }
 
     #[test]
     fn absolute_lifetime_ends_an_active_session() {
-        let p = Policy { timeout_ms: 300_000, absolute_lifetime_ms: Some(3_600_000) };
+        let p = Policy {
+            timeout_ms: 300_000,
+            absolute_lifetime_ms: Some(3_600_000),
+        };
         let created = Millis(0);
         let last = Millis(3_600_000); // active right now
-        assert_eq!(status(created, last, Millis(3_600_000), &p), SessionStatus::Active { remaining_ms: 0 });
+        assert_eq!(
+            status(created, last, Millis(3_600_000), &p),
+            SessionStatus::Active { remaining_ms: 0 }
+        );
         assert_eq!(
             status(created, last, Millis(3_600_001), &p),
-            SessionStatus::Expired { reason: EndReason::AbsoluteLifetime, at: Millis(3_600_000) }
+            SessionStatus::Expired {
+                reason: EndReason::AbsoluteLifetime,
+                at: Millis(3_600_000)
+            }
         );
         // remaining is the nearer of the two deadlines
-        assert_eq!(status(created, Millis(3_500_000), Millis(3_500_000), &p), SessionStatus::Active { remaining_ms: 100_000 });
+        assert_eq!(
+            status(created, Millis(3_500_000), Millis(3_500_000), &p),
+            SessionStatus::Active {
+                remaining_ms: 100_000
+            }
+        );
     }
 
     #[test]
     fn idle_deadline_first_is_reported_as_idle() {
-        let p = Policy { timeout_ms: 300_000, absolute_lifetime_ms: Some(3_600_000) };
+        let p = Policy {
+            timeout_ms: 300_000,
+            absolute_lifetime_ms: Some(3_600_000),
+        };
         assert_eq!(
             status(Millis(0), Millis(1_000_000), Millis(10_000_000), &p),
-            SessionStatus::Expired { reason: EndReason::IdleTimeout, at: Millis(1_300_000) }
+            SessionStatus::Expired {
+                reason: EndReason::IdleTimeout,
+                at: Millis(1_300_000)
+            }
         );
     }
 
@@ -298,12 +353,28 @@ mod tests {
 
     #[test]
     fn invalid_timeouts_fall_back_to_300() {
-        for raw in ["", "abc", "0", "-5", "1.5", "2592001", "99999999999999999999999", " ", "300s", "1e3"] {
+        for raw in [
+            "",
+            "abc",
+            "0",
+            "-5",
+            "1.5",
+            "2592001",
+            "99999999999999999999999",
+            " ",
+            "300s",
+            "1e3",
+        ] {
             let (eff, err) = effective_timeout(Some(raw));
             assert_eq!(eff, 300, "{raw:?}");
             assert!(err.is_some(), "{raw:?} should be reported invalid");
         }
-        for (raw, want) in [("1", 1), ("300", 300), (" 600 ", 600), ("2592000", 2_592_000)] {
+        for (raw, want) in [
+            ("1", 1),
+            ("300", 300),
+            (" 600 ", 600),
+            ("2592000", 2_592_000),
+        ] {
             assert_eq!(effective_timeout(Some(raw)), (want, None));
         }
         assert_eq!(effective_timeout(None), (300, None));

@@ -55,14 +55,25 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .service(resource("/api/v1/check", "GET").route(web::get().to(check)))
         .service(resource("/api/v1/logout", "POST").route(web::post().to(logout)))
         // HEAD too: some proxies probe forward-auth with it.
-        .service(resource("/api/v1/auth", "GET").route(web::get().to(auth)).route(web::head().to(auth)))
+        .service(
+            resource("/api/v1/auth", "GET")
+                .route(web::get().to(auth))
+                .route(web::head().to(auth)),
+        )
         // Envoy ext_authz appends the original path and keeps the method, and
         // allows only 200; Traefik and Envoy hand a refusal to the browser as
         // is, so they use the variant that answers with the redirect itself.
         .service(web::resource("/api/v1/auth/{tail:.*}").to(auth_any))
-        .service(web::resource(["/api/v1/auth-redirect", "/api/v1/auth-redirect/{tail:.*}"]).to(auth_redirect))
+        .service(
+            web::resource(["/api/v1/auth-redirect", "/api/v1/auth-redirect/{tail:.*}"])
+                .to(auth_redirect),
+        )
         .service(resource("/api/v1/config", "GET").route(web::get().to(config)))
-        .service(resource("/healthz", "GET").route(web::get().to(healthz)).route(web::head().to(healthz)))
+        .service(
+            resource("/healthz", "GET")
+                .route(web::get().to(healthz))
+                .route(web::head().to(healthz)),
+        )
         .service(resource("/metrics", "GET").route(web::get().to(metrics_text)))
         .configure(admin::configure)
         .default_service(web::to(not_found));
@@ -76,7 +87,11 @@ pub fn resource(path: &str, allowed: &'static str) -> actix_web::Resource {
         Err::<HttpResponse, _>(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            format!("{} is not allowed on {}; use {allowed}", req.method(), req.path()),
+            format!(
+                "{} is not allowed on {}; use {allowed}",
+                req.method(),
+                req.path()
+            ),
         ))
     }))
 }
@@ -102,7 +117,11 @@ fn route_name(path: &str) -> &'static str {
 }
 
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route {} {}", req.method(), req.path())))
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {} {}", req.method(), req.path()),
+    ))
 }
 
 /// The value of the named cookie, if the request carries it.
@@ -123,7 +142,10 @@ fn session_cookie<'a>(req: &'a HttpRequest, st: &AppState) -> Result<&'a str, Ap
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing_cookie",
-            format!("the request carries no `{}` session cookie; call this route from the ERP's origin", st.cookie_name),
+            format!(
+                "the request carries no `{}` session cookie; call this route from the ERP's origin",
+                st.cookie_name
+            ),
         )
     })
 }
@@ -131,9 +153,15 @@ fn session_cookie<'a>(req: &'a HttpRequest, st: &AppState) -> Result<&'a str, Ap
 /// Refuses state changes that a page of another site could trigger.
 fn same_origin(req: &HttpRequest) -> Result<(), ApiError> {
     let forbidden = |why: String| ApiError::new(StatusCode::FORBIDDEN, "cross_site", why);
-    if let Some(site) = req.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+    if let Some(site) = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+    {
         if site.eq_ignore_ascii_case("cross-site") {
-            return Err(forbidden("cross-site requests may not change a session (Sec-Fetch-Site: cross-site)".into()));
+            return Err(forbidden(
+                "cross-site requests may not change a session (Sec-Fetch-Site: cross-site)".into(),
+            ));
         }
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
@@ -146,33 +174,64 @@ fn same_origin(req: &HttpRequest) -> Result<(), ApiError> {
             .unwrap_or("");
         let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
         if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
-            return Err(forbidden(format!("Origin `{origin}` does not match the host `{host}`")));
+            return Err(forbidden(format!(
+                "Origin `{origin}` does not match the host `{host}`"
+            )));
         }
     }
     Ok(())
 }
 
 /// Reads a small body, insisting on JSON when there is one.
-pub async fn read_json_body(req: &HttpRequest, mut payload: web::Payload, required: bool) -> Result<Option<serde_json::Value>, ApiError> {
-    let too_large =
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request bodies are limited to {MAX_BODY} bytes"));
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+pub async fn read_json_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    required: bool,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {MAX_BODY} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         if len > MAX_BODY as u64 {
             return Err(too_large());
         }
     }
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let is_json = ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let is_json = ct
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if required && !is_json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "wrong_content_type",
-            format!("expected `Content-Type: application/json`, got `{}`", if ct.is_empty() { "(none)" } else { ct }),
+            format!(
+                "expected `Content-Type: application/json`, got `{}`",
+                if ct.is_empty() { "(none)" } else { ct }
+            ),
         ));
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("unreadable_body", format!("the request body could not be read: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(
+                "unreadable_body",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
         if body.len() + chunk.len() > MAX_BODY {
             return Err(too_large());
         }
@@ -182,20 +241,33 @@ pub async fn read_json_body(req: &HttpRequest, mut payload: web::Payload, requir
         return Ok(None);
     }
     if !is_json {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "wrong_content_type", "a request body must be sent as `Content-Type: application/json`"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "wrong_content_type",
+            "a request body must be sent as `Content-Type: application/json`",
+        ));
     }
-    serde_json::from_slice(&body).map(Some).map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })
 }
 
 fn answer_response(st: &AppState, a: Answer) -> HttpResponse {
     let body = match a {
-        Answer::Active { timeout_s, remaining_ms } => {
+        Answer::Active {
+            timeout_s,
+            remaining_ms,
+        } => {
             serde_json::json!({ "state": "active", "timeout_s": timeout_s, "remaining_ms": remaining_ms })
         }
         Answer::Exempt => serde_json::json!({ "state": "exempt" }),
-        Answer::Ended(reason) => serde_json::json!({ "state": "expired", "reason": reason.as_str(), "logout_url": st.logout_url }),
+        Answer::Ended(reason) => {
+            serde_json::json!({ "state": "expired", "reason": reason.as_str(), "logout_url": st.logout_url })
+        }
     };
-    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body)
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body)
 }
 
 #[derive(Deserialize)]
@@ -204,7 +276,11 @@ struct HeartbeatBody {
     idle_ms: Option<u64>,
 }
 
-async fn heartbeat(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn heartbeat(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     same_origin(&req)?;
     let cookie = session_cookie(&req, &st)?;
     let body = read_json_body(&req, payload, true).await?;
@@ -212,12 +288,18 @@ async fn heartbeat(req: HttpRequest, payload: web::Payload, st: web::Data<AppSta
         None => 0,
         Some(v) => {
             let b: HeartbeatBody = serde_json::from_value(v).map_err(|e| {
-                ApiError::bad_request("invalid_body", format!("`idle_ms` must be a whole number of milliseconds, 0 or more: {e}"))
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("`idle_ms` must be a whole number of milliseconds, 0 or more: {e}"),
+                )
             })?;
             b.idle_ms.unwrap_or(0)
         }
     };
-    let (a, too_soon) = st.sessions.answer_limited(cookie, Op::Heartbeat { idle_ms }).await;
+    let (a, too_soon) = st
+        .sessions
+        .answer_limited(cookie, Op::Heartbeat { idle_ms })
+        .await;
     if let Some(wait_ms) = too_soon {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -234,13 +316,25 @@ async fn check(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse
     Ok(answer_response(&st, a))
 }
 
-async fn logout(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn logout(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     same_origin(&req)?;
     let cookie = session_cookie(&req, &st)?;
     read_json_body(&req, payload, true).await?;
     let key = st.sessions.key(cookie);
-    st.sessions.end(&key, EndReason::Logout).await.map_err(ApiError::storage)?;
-    let reason = st.sessions.store.get(&key).and_then(|e| e.end_reason).unwrap_or(EndReason::Logout);
+    st.sessions
+        .end(&key, EndReason::Logout)
+        .await
+        .map_err(ApiError::storage)?;
+    let reason = st
+        .sessions
+        .store
+        .get(&key)
+        .and_then(|e| e.end_reason)
+        .unwrap_or(EndReason::Logout);
     Ok(answer_response(&st, Answer::Ended(reason)))
 }
 
@@ -256,7 +350,9 @@ async fn auth(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
 
 /// Whether the proxy may pass the request: `Err(reason)` for an ended session.
 async fn forward_verdict(req: &HttpRequest, st: &AppState) -> Result<(), EndReason> {
-    let Some(cookie) = cookie_value(req, &st.cookie_name) else { return Ok(()) };
+    let Some(cookie) = cookie_value(req, &st.cookie_name) else {
+        return Ok(());
+    };
     match st.sessions.answer(cookie, Op::Auth).await {
         Answer::Active { .. } | Answer::Exempt => Ok(()),
         Answer::Ended(reason) => Err(reason),
@@ -297,24 +393,37 @@ async fn auth_redirect(req: HttpRequest, st: web::Data<AppState>) -> HttpRespons
 
 async fn config(st: web::Data<AppState>) -> HttpResponse {
     let policy = st.sessions.store.policy();
-    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(serde_json::json!({
-        "timeout_s": policy.timeout_s(),
-        "heartbeat_interval_ms": heartbeat_interval_ms(policy.timeout_ms),
-        "logout_url": st.logout_url,
-        "login_url": st.login_url,
-        "base_path": st.base_path,
-    }))
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "timeout_s": policy.timeout_s(),
+            "heartbeat_interval_ms": heartbeat_interval_ms(policy.timeout_ms),
+            "logout_url": st.logout_url,
+            "login_url": st.login_url,
+            "base_path": st.base_path,
+        }))
 }
 
 async fn healthz(st: web::Data<AppState>) -> HttpResponse {
-    let healthy = st.sessions.store.stats.healthy.load(std::sync::atomic::Ordering::Relaxed);
+    let healthy = st
+        .sessions
+        .store
+        .stats
+        .healthy
+        .load(std::sync::atomic::Ordering::Relaxed);
     let body = serde_json::json!({ "status": if healthy { "ok" } else { "degraded" }, "storage": if healthy { "ok" } else { "failing" } });
-    if healthy { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() }
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(body)
+    if healthy {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    }
+    .insert_header((header::CACHE_CONTROL, "no-store"))
+    .json(body)
 }
 
 async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
     let text = st.sessions.metrics.render(&st.sessions.store);
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
 }

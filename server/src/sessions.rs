@@ -74,8 +74,18 @@ impl Sessions {
         // Bounds how many ERP lookups run at once, so a flood of new cookies
         // cannot turn the sidecar into a load generator against the ERP.
         let lookups = tokio::sync::Semaphore::new(32);
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&secret).expect("HMAC takes any key length");
-        Sessions { store, clock, metrics, identity, retention, mac, lookups, inflight: Mutex::default() }
+        let mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&secret).expect("HMAC takes any key length");
+        Sessions {
+            store,
+            clock,
+            metrics,
+            identity,
+            retention,
+            mac,
+            lookups,
+            inflight: Mutex::default(),
+        }
     }
 
     /// The keyed hash that stands for a cookie value everywhere we store.
@@ -102,7 +112,9 @@ impl Sessions {
         // owner is settled is judged at once; otherwise ask the ERP first.
         let now = self.clock.now();
         let (known, durable) = self.store.update(&key, |slot| {
-            let due = slot.as_ref().map_or(true, |e| !e.is_ended() && e.recheck_at != 0 && e.recheck_at <= now.0);
+            let due = slot
+                .as_ref()
+                .is_none_or(|e| !e.is_ended() && e.recheck_at != 0 && e.recheck_at <= now.0);
             (!due).then(|| judge(slot, now, &policy, op, &mut too_soon))
         });
         let (answer, durable) = match known {
@@ -110,11 +122,13 @@ impl Sessions {
             None => {
                 self.identify(&key, cookie_value).await;
                 let now = self.clock.now();
-                self.store.update(&key, |slot| judge(slot, now, &policy, op, &mut too_soon))
+                self.store
+                    .update(&key, |slot| judge(slot, now, &policy, op, &mut too_soon))
             }
         };
         if let Op::Heartbeat { .. } = op {
-            self.metrics.count_heartbeat(matches!(answer, Answer::Active { .. }));
+            self.metrics
+                .count_heartbeat(matches!(answer, Answer::Active { .. }));
         }
         if let Some(rx) = durable {
             if let Answer::Ended(reason) = answer {
@@ -125,8 +139,13 @@ impl Sessions {
             if op != Op::Auth {
                 match rx.await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => log::error!("expiry of session {} not stored yet: {e}", key.prefix()),
-                    Err(_) => log::error!("expiry of session {} not stored: writer stopped", key.prefix()),
+                    Ok(Err(e)) => {
+                        log::error!("expiry of session {} not stored yet: {e}", key.prefix())
+                    }
+                    Err(_) => log::error!(
+                        "expiry of session {} not stored: writer stopped",
+                        key.prefix()
+                    ),
                 }
             }
         }
@@ -158,6 +177,9 @@ impl Sessions {
 
     /// Makes sure the store knows who owns the session, asking the ERP on
     /// first sight and when an earlier answer is due for another look.
+    // The inflight lock is dropped (explicitly) before the only await in
+    // its scope; clippy cannot see that through the match.
+    #[allow(clippy::await_holding_lock)]
     async fn identify(&self, key: &SessionKey, cookie_value: &str) {
         let first_seen = self.clock.now();
         let due = match self.store.get(key) {
@@ -190,7 +212,10 @@ impl Sessions {
         };
         // Removes the entry and wakes the waiters even if this request is
         // dropped halfway (the client went away).
-        let _done = InflightGuard { map: &self.inflight, key: *key };
+        let _done = InflightGuard {
+            map: &self.inflight,
+            key: *key,
+        };
         self.lookup_and_record(key, cookie_value, first_seen).await;
     }
 
@@ -199,7 +224,13 @@ impl Sessions {
             None => Lookup::Internal { uid: 0 },
             Some(url) => {
                 let _permit = self.lookups.acquire().await;
-                identity::lookup(url, &self.identity.cookie_name, cookie_value, self.identity.lookup_timeout).await
+                identity::lookup(
+                    url,
+                    &self.identity.cookie_name,
+                    cookie_value,
+                    self.identity.lookup_timeout,
+                )
+                .await
             }
         };
         self.metrics.count_lookup(&lookup);
@@ -207,10 +238,18 @@ impl Sessions {
         let (class, uid, recheck_at) = match &lookup {
             Lookup::Internal { uid } => (UserClass::Internal, *uid, 0),
             Lookup::Portal { uid } => (UserClass::Portal, *uid, 0),
-            Lookup::Public => (UserClass::Public, 0, now.0 + self.identity.public_recheck.as_millis() as i64),
+            Lookup::Public => (
+                UserClass::Public,
+                0,
+                now.0 + self.identity.public_recheck.as_millis() as i64,
+            ),
             Lookup::Unknown(why) => {
                 log::warn!("cannot tell who owns session {} ({why}); timing it as internal and asking again later", key.prefix());
-                (UserClass::Internal, 0, now.0 + self.identity.unknown_retry.as_millis() as i64)
+                (
+                    UserClass::Internal,
+                    0,
+                    now.0 + self.identity.unknown_retry.as_millis() as i64,
+                )
             }
         };
         let unknown = matches!(lookup, Lookup::Unknown(_));
@@ -296,7 +335,9 @@ impl Sessions {
                 return e.recheck_at >= stale_public;
             }
             if !e.class.is_exempt() {
-                if let SessionStatus::Expired { .. } = policy::status(e.created, e.last_activity, now, &policy) {
+                if let SessionStatus::Expired { .. } =
+                    policy::status(e.created, e.last_activity, now, &policy)
+                {
                     due.push(*k);
                 }
             }
@@ -329,7 +370,13 @@ impl Sessions {
 /// The policy applied to one session under its shard lock: ends it if its
 /// deadline passed, records a heartbeat's activity. An unknown session is
 /// created as internal (first sight counts as the login).
-fn judge(slot: &mut Option<Entry>, now: Millis, policy: &policy::Policy, op: Op, too_soon: &mut Option<i64>) -> Answer {
+fn judge(
+    slot: &mut Option<Entry>,
+    now: Millis,
+    policy: &policy::Policy,
+    op: Op,
+    too_soon: &mut Option<i64>,
+) -> Answer {
     let e = slot.get_or_insert_with(|| Entry::new(now, UserClass::Internal, 0, 0));
     if let Some(reason) = e.end_reason {
         return Answer::Ended(reason);
@@ -354,7 +401,10 @@ fn judge(slot: &mut Option<Entry>, now: Millis, policy: &policy::Policy, op: Op,
                 }
             }
             match policy::status(e.created, e.last_activity, now, policy) {
-                SessionStatus::Active { remaining_ms } => Answer::Active { timeout_s: policy.timeout_s(), remaining_ms },
+                SessionStatus::Active { remaining_ms } => Answer::Active {
+                    timeout_s: policy.timeout_s(),
+                    remaining_ms,
+                },
                 // Cannot happen: touching only moves last activity forward.
                 SessionStatus::Expired { reason, .. } => Answer::Ended(reason),
             }
@@ -382,7 +432,12 @@ struct InflightGuard<'a> {
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
-        if let Some(n) = self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key) {
+        if let Some(n) = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key)
+        {
             n.notify_waiters();
         }
     }
@@ -400,9 +455,14 @@ pub enum PrefixError {
 pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], String> {
     match std::fs::read_to_string(path) {
         Ok(s) => {
-            let bytes = hex::decode(s.trim()).map_err(|_| format!("secret file {} is not hex", path.display()))?;
-            <[u8; 32]>::try_from(bytes.as_slice())
-                .map_err(|_| format!("secret file {} must hold 32 bytes (64 hex digits)", path.display()))
+            let bytes = hex::decode(s.trim())
+                .map_err(|_| format!("secret file {} is not hex", path.display()))?;
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                format!(
+                    "secret file {} must hold 32 bytes (64 hex digits)",
+                    path.display()
+                )
+            })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             use rand::RngCore;
@@ -416,7 +476,9 @@ pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], String> {
                 use std::os::unix::fs::OpenOptionsExt;
                 opts.mode(0o600);
             }
-            let mut f = opts.open(path).map_err(|e| format!("cannot create secret file {}: {e}", path.display()))?;
+            let mut f = opts
+                .open(path)
+                .map_err(|e| format!("cannot create secret file {}: {e}", path.display()))?;
             f.write_all(hex::encode(secret).as_bytes())
                 .and_then(|_| f.sync_all())
                 .map_err(|e| format!("cannot write secret file {}: {e}", path.display()))?;

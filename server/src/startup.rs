@@ -27,29 +27,47 @@ pub enum StartError {
 }
 
 /// Opens the database and everything that lives as long as the process.
-pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<web::Data<AppState>, StartError> {
+pub async fn open_state(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<web::Data<AppState>, StartError> {
     if let Some(dir) = settings.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| StartError::Folder(dir.display().to_string(), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StartError::Folder(dir.display().to_string(), e))?;
     }
-    let secret = sessions::load_or_create_secret(&settings.secret_file).map_err(StartError::Secret)?;
-    let opts = StoreOptions { commit_window: settings.commit_window };
+    let secret =
+        sessions::load_or_create_secret(&settings.secret_file).map_err(StartError::Secret)?;
+    let opts = StoreOptions {
+        commit_window: settings.commit_window,
+    };
     let store = Arc::new(Store::open(&settings.db, opts, clock.now())?);
 
     // Values given in the configuration win over stored ones and are stored,
     // so the admin API and the audit log show what is in force.
     let stored = store.read_settings()?;
-    let mut configured =
-        Configured { timeout: stored.get(TIMEOUT_KEY).cloned(), lifetime: stored.get(LIFETIME_KEY).cloned() };
+    let mut configured = Configured {
+        timeout: stored.get(TIMEOUT_KEY).cloned(),
+        lifetime: stored.get(LIFETIME_KEY).cloned(),
+    };
     if let Some(t) = settings.timeout_s.map(|t| t.to_string()) {
         if configured.timeout.as_deref() != Some(&t) {
-            let detail = format!("{TIMEOUT_KEY}: {} -> {t} (from the configuration)", configured.timeout.as_deref().unwrap_or("(unset)"));
+            let detail = format!(
+                "{TIMEOUT_KEY}: {} -> {t} (from the configuration)",
+                configured.timeout.as_deref().unwrap_or("(unset)")
+            );
             store.set_setting(TIMEOUT_KEY, &t, &detail).await?;
             configured.timeout = Some(t);
         }
     }
-    if let Some(l) = settings.absolute_lifetime_s.map(|l| l.unwrap_or(0).to_string()) {
+    if let Some(l) = settings
+        .absolute_lifetime_s
+        .map(|l| l.unwrap_or(0).to_string())
+    {
         if configured.lifetime.as_deref() != Some(&l) {
-            let detail = format!("{LIFETIME_KEY}: {} -> {l} (from the configuration)", configured.lifetime.as_deref().unwrap_or("(unset)"));
+            let detail = format!(
+                "{LIFETIME_KEY}: {} -> {l} (from the configuration)",
+                configured.lifetime.as_deref().unwrap_or("(unset)")
+            );
             store.set_setting(LIFETIME_KEY, &l, &detail).await?;
             configured.lifetime = Some(l);
         }
@@ -65,7 +83,14 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<we
         unknown_retry: settings.public_recheck,
     };
     let metrics = Arc::new(Metrics::default());
-    let sessions = Arc::new(Sessions::new(store, clock, metrics, identity, secret, settings.retention));
+    let sessions = Arc::new(Sessions::new(
+        store,
+        clock,
+        metrics,
+        identity,
+        secret,
+        settings.retention,
+    ));
     Ok(web::Data::new(AppState {
         sessions,
         cookie_name: settings.cookie_name.clone(),
@@ -113,20 +138,31 @@ where
 /// scan of the whole table. The thread stops once the server's state is gone.
 pub fn spawn_sweeper(state: &web::Data<AppState>, interval: std::time::Duration) {
     let sessions = Arc::downgrade(&state.sessions);
-    let spawned = std::thread::Builder::new().name("sweeper".into()).spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else { return };
-        rt.block_on(async move {
-            loop {
-                for shard in 0..Store::SHARDS {
-                    tokio::time::sleep(interval / Store::SHARDS as u32).await;
-                    let Some(sessions) = sessions.upgrade() else { return };
-                    sessions.sweep_shard(shard).await;
+    let spawned = std::thread::Builder::new()
+        .name("sweeper".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                loop {
+                    for shard in 0..Store::SHARDS {
+                        tokio::time::sleep(interval / Store::SHARDS as u32).await;
+                        let Some(sessions) = sessions.upgrade() else {
+                            return;
+                        };
+                        sessions.sweep_shard(shard).await;
+                    }
+                    let Some(sessions) = sessions.upgrade() else {
+                        return;
+                    };
+                    sessions.purge();
                 }
-                let Some(sessions) = sessions.upgrade() else { return };
-                sessions.purge();
-            }
+            });
         });
-    });
     if let Err(e) = spawned {
         log::error!("cannot start the sweeper thread: {e}; expiries are then recorded when a session is next seen");
     }

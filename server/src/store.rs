@@ -73,7 +73,6 @@ struct Shard {
     dirty_since: Option<Instant>,
 }
 
-
 /// One session as kept in memory: 48 bytes plus its 16-byte key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -95,7 +94,8 @@ pub struct Entry {
 }
 
 // Memory per session is a promise (BENCHMARKS.md): keep the entry small.
-const _: () = assert!(std::mem::size_of::<Entry>() <= 48 && std::mem::size_of::<SessionKey>() == 16);
+const _: () =
+    assert!(std::mem::size_of::<Entry>() <= 48 && std::mem::size_of::<SessionKey>() == 16);
 
 impl Entry {
     pub fn new(now: Millis, class: UserClass, uid: i32, recheck_at: i64) -> Entry {
@@ -119,11 +119,18 @@ impl Entry {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("database {path} is not a usable session-timeout database: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("database {path} has schema version {found}, newer than this program's {supported}")]
-    TooNew { path: PathBuf, found: i64, supported: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("the database could not store the change: {0}")]
     Write(String),
     #[error("the database writer has stopped")]
@@ -152,7 +159,9 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { commit_window: Duration::from_millis(250) }
+        StoreOptions {
+            commit_window: Duration::from_millis(250),
+        }
     }
 }
 
@@ -161,7 +170,12 @@ type Ack = oneshot::Sender<Result<(), StoreError>>;
 enum Write {
     /// The session ended; committed at once, then acknowledged.
     End(SessionKey, Entry, Option<Ack>),
-    Setting { name: String, value: String, detail: String, ack: Ack },
+    Setting {
+        name: String,
+        value: String,
+        detail: String,
+        ack: Ack,
+    },
     Flush(Ack),
     /// Delete rows of sessions that ended before this time.
     Purge(Millis),
@@ -233,19 +247,36 @@ impl Store {
     /// Opens (creating if needed) the database, migrates it, loads every
     /// session into memory and starts the writer thread.
     pub fn open(path: &Path, opts: StoreOptions, now: Millis) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
-        let corrupt = |e: rusqlite::Error| StoreError::Corrupt { path: path.to_path_buf(), detail: e.to_string() };
-        let mut conn = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE).map_err(open_err)?;
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
+        let mut conn = connect(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )
+        .map_err(open_err)?;
         // A file that is not SQLite fails here, on its first read.
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(corrupt)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(corrupt)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            log::warn!("database {} could not switch to WAL (journal_mode={mode})", path.display());
+            log::warn!(
+                "database {} could not switch to WAL (journal_mode={mode})",
+                path.display()
+            );
         }
         // FULL: a commit is on disk (WAL fsynced) before we acknowledge it.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(corrupt)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(corrupt)?;
         migrate(&mut conn, path)?;
 
-        let shards: Arc<[Mutex<Shard>]> = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        let shards: Arc<[Mutex<Shard>]> =
+            (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
         {
             let mut stmt = conn
                 .prepare("SELECT key, created_ms, last_activity_ms, uid, class, verified, ended_ms, end_reason FROM sessions")
@@ -253,7 +284,9 @@ impl Store {
             let mut rows = stmt.query([]).map_err(corrupt)?;
             while let Some(row) = rows.next().map_err(corrupt)? {
                 let key: Vec<u8> = row.get(0).map_err(corrupt)?;
-                let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) else { continue };
+                let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) else {
+                    continue;
+                };
                 let ended: Option<i64> = row.get(6).map_err(corrupt)?;
                 let reason: Option<String> = row.get(7).map_err(corrupt)?;
                 let verified: i64 = row.get(5).map_err(corrupt)?;
@@ -264,7 +297,12 @@ impl Store {
                     class: UserClass::from_i64(row.get(4).map_err(corrupt)?),
                     ended_at: Millis(ended.unwrap_or(0)),
                     // An ended row with an unreadable reason stays ended.
-                    end_reason: ended.map(|_| reason.as_deref().and_then(EndReason::parse).unwrap_or(EndReason::Revoked)),
+                    end_reason: ended.map(|_| {
+                        reason
+                            .as_deref()
+                            .and_then(EndReason::parse)
+                            .unwrap_or(EndReason::Revoked)
+                    }),
                     recheck_at: if verified == 0 { now.0 } else { 0 },
                     heartbeat_at: Millis(0),
                     queued: false,
@@ -284,7 +322,18 @@ impl Store {
             .spawn({
                 let path = path.to_path_buf();
                 let identity = file_identity(&path);
-                move || Writer { conn, rx, opts, stats: writer_stats, shards: writer_shards, path, identity }.run()
+                move || {
+                    Writer {
+                        conn,
+                        rx,
+                        opts,
+                        stats: writer_stats,
+                        shards: writer_shards,
+                        path,
+                        identity,
+                    }
+                    .run()
+                }
             })
             .map_err(|e| StoreError::Write(e.to_string()))?;
 
@@ -300,15 +349,18 @@ impl Store {
         })
     }
 
-
     pub fn policy(&self) -> Policy {
         let life = self.lifetime_ms.load(Ordering::Relaxed);
-        Policy { timeout_ms: self.timeout_ms.load(Ordering::Relaxed), absolute_lifetime_ms: (life > 0).then_some(life) }
+        Policy {
+            timeout_ms: self.timeout_ms.load(Ordering::Relaxed),
+            absolute_lifetime_ms: (life > 0).then_some(life),
+        }
     }
 
     pub fn set_policy(&self, p: Policy) {
         self.timeout_ms.store(p.timeout_ms, Ordering::Relaxed);
-        self.lifetime_ms.store(p.absolute_lifetime_ms.unwrap_or(0), Ordering::Relaxed);
+        self.lifetime_ms
+            .store(p.absolute_lifetime_ms.unwrap_or(0), Ordering::Relaxed);
     }
 
     pub fn get(&self, key: &SessionKey) -> Option<Entry> {
@@ -376,9 +428,19 @@ impl Store {
     }
 
     /// Stores a setting durably and records it in the audit log.
-    pub async fn set_setting(&self, name: &str, value: &str, detail: &str) -> Result<(), StoreError> {
+    pub async fn set_setting(
+        &self,
+        name: &str,
+        value: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         let (ack, rx) = oneshot::channel();
-        self.send(Write::Setting { name: name.into(), value: value.into(), detail: detail.into(), ack });
+        self.send(Write::Setting {
+            name: name.into(),
+            value: value.into(),
+            detail: detail.into(),
+            ack,
+        });
         rx.await.unwrap_or(Err(StoreError::WriterGone))
     }
 
@@ -418,14 +480,17 @@ impl Store {
     /// Keeps the sessions of one shard for which `f` says so, in one pass
     /// under that shard's lock.
     pub fn retain_in(&self, shard: usize, mut f: impl FnMut(&SessionKey, &Entry) -> bool) {
-        lock(&self.shards[shard % SHARDS]).map.retain(|k, e| f(k, e));
+        lock(&self.shards[shard % SHARDS])
+            .map
+            .retain(|k, e| f(k, e));
     }
-
 
     /// Reads the stored settings (blocking; call off the async workers).
     pub fn read_settings(&self) -> Result<HashMap<String, String>, StoreError> {
         let conn = self.reader()?;
-        let mut stmt = conn.prepare("SELECT name, value FROM settings").map_err(|e| StoreError::Read(e.to_string()))?;
+        let mut stmt = conn
+            .prepare("SELECT name, value FROM settings")
+            .map_err(|e| StoreError::Read(e.to_string()))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .and_then(|rows| rows.collect::<Result<HashMap<_, _>, _>>())
@@ -443,7 +508,14 @@ impl Store {
             .map_err(read)?;
         let rows = stmt
             .query_map(params![after, limit], |r| {
-                Ok(AuditEvent { id: r.get(0)?, at_ms: r.get(1)?, event: r.get(2)?, key_prefix: r.get(3)?, uid: r.get(4)?, detail: r.get(5)? })
+                Ok(AuditEvent {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    event: r.get(2)?,
+                    key_prefix: r.get(3)?,
+                    uid: r.get(4)?,
+                    detail: r.get(5)?,
+                })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(read)?;
@@ -451,7 +523,8 @@ impl Store {
     }
 
     fn reader(&self) -> Result<Connection, StoreError> {
-        connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| StoreError::Read(e.to_string()))
+        connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::Read(e.to_string()))
     }
 }
 
@@ -466,22 +539,37 @@ fn shard_of(key: &SessionKey) -> usize {
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let corrupt = |e: rusqlite::Error| StoreError::Corrupt { path: path.to_path_buf(), detail: e.to_string() };
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(corrupt)?;
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(corrupt)?;
     if version > SCHEMA_VERSION {
-        return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, supported: SCHEMA_VERSION });
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
     }
     if version == 0 {
         // A version-0 file with tables in it belongs to something else.
-        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(corrupt)?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(corrupt)?;
         if tables > 0 {
-            return Err(StoreError::Corrupt { path: path.to_path_buf(), detail: "it holds tables but no schema version".into() });
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: "it holds tables but no schema version".into(),
+            });
         }
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction().map_err(corrupt)?;
         tx.execute_batch(sql).map_err(corrupt)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(corrupt)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(corrupt)?;
         tx.commit().map_err(corrupt)?;
     }
     Ok(())
@@ -536,7 +624,12 @@ impl Batch {
                 self.upserts.remove(&k);
                 self.ends.push((k, e, ack));
             }
-            Write::Setting { name, value, detail, ack } => self.settings.push((name, value, detail, ack)),
+            Write::Setting {
+                name,
+                value,
+                detail,
+                ack,
+            } => self.settings.push((name, value, detail, ack)),
             Write::Flush(ack) => self.flushes.push(ack),
             Write::Purge(t) => self.purge_before = Some(t),
         }
@@ -576,8 +669,10 @@ impl Writer {
                     log::warn!("purging old sessions failed: {e}");
                 }
             }
-            let window_over = batch.since.is_some_and(|t| t.elapsed() >= self.opts.commit_window);
-            let may_retry = retry_at.map_or(true, |t| Instant::now() >= t);
+            let window_over = batch
+                .since
+                .is_some_and(|t| t.elapsed() >= self.opts.commit_window);
+            let may_retry = retry_at.is_none_or(|t| Instant::now() >= t);
             if !batch.is_empty() && may_retry && (batch.urgent() || window_over || disconnected) {
                 match self.commit(&mut batch) {
                     Ok(()) => retry_at = None,
@@ -643,9 +738,13 @@ impl Writer {
         self.stats.healthy.store(ok, Ordering::Relaxed);
         if ok {
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
-            self.stats.heartbeat_rows.fetch_add(batch.upserts.len() as u64, Ordering::Relaxed);
+            self.stats
+                .heartbeat_rows
+                .fetch_add(batch.upserts.len() as u64, Ordering::Relaxed);
             if let Some(t) = batch.since {
-                self.stats.max_wait_us.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                self.stats
+                    .max_wait_us
+                    .fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
             for (_, _, ack) in batch.ends.drain(..) {
                 if let Some(ack) = ack {
@@ -662,7 +761,11 @@ impl Writer {
             batch.since = None;
         } else {
             self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-            let msg = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+            let msg = result
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             // Callers waiting for durability learn at once that it failed;
             // the changes stay queued and are retried.
             for (_, _, ack) in batch.ends.iter_mut() {
@@ -693,8 +796,12 @@ impl Writer {
         log::error!("database file {} was deleted or replaced while in use; restoring it from the open copy", self.path.display());
         if now.is_some() {
             // Something else is at the path now: keep it aside, never overwrite it.
-            let aside = self.path.with_extension(format!("replaced-{}", std::process::id()));
-            std::fs::rename(&self.path, &aside).map_err(|e| StoreError::Write(format!("cannot move the replaced file aside: {e}")))?;
+            let aside = self
+                .path
+                .with_extension(format!("replaced-{}", std::process::id()));
+            std::fs::rename(&self.path, &aside).map_err(|e| {
+                StoreError::Write(format!("cannot move the replaced file aside: {e}"))
+            })?;
         }
         for ext in ["-wal", "-shm"] {
             let mut p = self.path.clone().into_os_string();
@@ -702,10 +809,15 @@ impl Writer {
             let _ = std::fs::remove_file(PathBuf::from(p));
         }
         let target = self.path.to_string_lossy().to_string();
-        self.conn.execute("VACUUM INTO ?1", params![target]).map_err(|e| err("cannot restore the database file", e))?;
-        let conn = connect(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|e| err("cannot reopen the restored database", e))?;
-        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)).map_err(|e| err("cannot reopen the restored database", e))?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| err("cannot reopen the restored database", e))?;
+        self.conn
+            .execute("VACUUM INTO ?1", params![target])
+            .map_err(|e| err("cannot restore the database file", e))?;
+        let conn = connect(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| err("cannot reopen the restored database", e))?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            .map_err(|e| err("cannot reopen the restored database", e))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| err("cannot reopen the restored database", e))?;
         self.conn = conn;
         self.identity = file_identity(&self.path);
         log::warn!("database file {} restored; going on", self.path.display());
@@ -730,7 +842,14 @@ impl Writer {
                 .map_err(err)?;
             for (k, e) in &batch.upserts {
                 upsert
-                    .execute(params![&k.0[..], e.created.0, e.last_activity.0, e.uid, e.class.to_i64(), (e.recheck_at == 0) as i64])
+                    .execute(params![
+                        &k.0[..],
+                        e.created.0,
+                        e.last_activity.0,
+                        e.uid,
+                        e.class.to_i64(),
+                        (e.recheck_at == 0) as i64
+                    ])
                     .map_err(err)?;
             }
             let mut end = tx
@@ -768,7 +887,13 @@ impl Writer {
                     };
                     let uid = (e.uid != 0).then_some(e.uid as i64);
                     audit
-                        .execute(params![e.ended_at.0, event, k.prefix(), uid, reason.as_str()])
+                        .execute(params![
+                            e.ended_at.0,
+                            event,
+                            k.prefix(),
+                            uid,
+                            reason.as_str()
+                        ])
                         .map_err(err)?;
                 }
             }
@@ -781,14 +906,25 @@ impl Writer {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as i64)
                     .unwrap_or(0);
-                audit.execute(params![now, "setting_changed", None::<String>, None::<i64>, detail]).map_err(err)?;
+                audit
+                    .execute(params![
+                        now,
+                        "setting_changed",
+                        None::<String>,
+                        None::<i64>,
+                        detail
+                    ])
+                    .map_err(err)?;
             }
         }
         tx.commit().map_err(err)
     }
 
     fn purge(&mut self, before: Millis) -> rusqlite::Result<()> {
-        let n = self.conn.execute("DELETE FROM sessions WHERE ended_ms IS NOT NULL AND ended_ms < ?1", params![before.0])?;
+        let n = self.conn.execute(
+            "DELETE FROM sessions WHERE ended_ms IS NOT NULL AND ended_ms < ?1",
+            params![before.0],
+        )?;
         if n > 0 {
             log::info!("purged {n} sessions that ended before the retention period");
         }

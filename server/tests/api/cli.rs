@@ -7,19 +7,36 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_session-timeout");
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN).args(args).env_remove("SESSION_TIMEOUT_ADMIN_TOKEN").output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("SESSION_TIMEOUT_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
 fn invalid_flags_exit_2_naming_the_field_and_range() {
     for (args, needle) in [
-        (vec!["serve", "--timeout", "0"], "invalid --timeout: 0 is out of range (accepted: 1 to 2592000 seconds)"),
+        (
+            vec!["serve", "--timeout", "0"],
+            "invalid --timeout: 0 is out of range (accepted: 1 to 2592000 seconds)",
+        ),
         (vec!["serve", "--timeout", "ten"], "invalid --timeout"),
         (vec!["serve", "--bind", "localhost"], "invalid --bind"),
         (vec!["serve", "--base-path", "api"], "invalid --base-path"),
-        (vec!["serve", "--commit-window-ms", "9000"], "accepted: 1 to 5000 ms"),
-        (vec!["demo", "--absolute-lifetime", "-1"], "invalid --absolute-lifetime"),
+        (
+            vec!["serve", "--commit-window-ms", "9000"],
+            "accepted: 1 to 5000 ms",
+        ),
+        (
+            vec!["demo", "--absolute-lifetime", "-1"],
+            "invalid --absolute-lifetime",
+        ),
         (vec!["serve", "--no-such-flag"], "--no-such-flag"),
     ] {
         let (code, _, err) = run(&args);
@@ -30,7 +47,11 @@ fn invalid_flags_exit_2_naming_the_field_and_range() {
 
 #[test]
 fn invalid_values_in_the_environment_and_config_file_exit_2() {
-    let out = Command::new(BIN).args(["serve"]).env("SESSION_TIMEOUT_TIMEOUT", "-4").output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("SESSION_TIMEOUT_TIMEOUT", "-4")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --timeout"));
     let tmp = tempfile::tempdir().unwrap();
@@ -49,7 +70,16 @@ fn help_lists_the_subcommands_and_flags() {
         assert!(out.contains(s), "{out}");
     }
     let (_, out, _) = run(&["serve", "--help"]);
-    for f in ["--bind", "--db", "--timeout", "--base-path", "--cookie-name", "--session-info-url", "--login-url", "--logout-url"] {
+    for f in [
+        "--bind",
+        "--db",
+        "--timeout",
+        "--base-path",
+        "--cookie-name",
+        "--session-info-url",
+        "--login-url",
+        "--logout-url",
+    ] {
         assert!(out.contains(f), "{f} missing from serve --help");
     }
 }
@@ -63,7 +93,11 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -74,7 +108,15 @@ fn settings_and_sessions_subcommands_drive_the_running_server() {
     let db = tmp.path().join("s.db");
     let _server = Server(
         Command::new(BIN)
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--session-info-url", "none", "--timeout", "120"])
+            .args([
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--session-info-url",
+                "none",
+                "--timeout",
+                "120",
+            ])
             .arg("--db")
             .arg(&db)
             .env("SESSION_TIMEOUT_ADMIN_TOKEN", token)
@@ -86,7 +128,10 @@ fn settings_and_sessions_subcommands_drive_the_running_server() {
     let url = format!("http://127.0.0.1:{port}/session-timeout");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "server did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let cli = |args: &[&str], with_token: bool| {
@@ -98,15 +143,25 @@ fn settings_and_sessions_subcommands_drive_the_running_server() {
             c.env_remove("SESSION_TIMEOUT_ADMIN_TOKEN");
         }
         let out = c.output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let (code, out, _) = cli(&["settings", "get"], true);
     assert_eq!(code, Some(0));
     assert!(out.contains("\"effective\": 120"), "{out}");
-    let (code, out, err) = cli(&["settings", "set", "activity_session_timeout_key", "900"], true);
+    let (code, out, err) = cli(
+        &["settings", "set", "activity_session_timeout_key", "900"],
+        true,
+    );
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("\"effective\": 900"), "{out}");
-    let (code, _, err) = cli(&["settings", "set", "activity_session_timeout_key", "0"], true);
+    let (code, _, err) = cli(
+        &["settings", "set", "activity_session_timeout_key", "0"],
+        true,
+    );
     assert_eq!(code, Some(2));
     assert!(err.contains("accepted: 1 to 2592000"), "{err}");
     let (code, _, err) = cli(&["settings", "get"], false);
@@ -125,7 +180,14 @@ fn settings_and_sessions_subcommands_drive_the_running_server() {
     assert!(check("abcdef0123456789").contains("204"));
     let (code, out, _) = cli(&["sessions", "list"], true);
     assert_eq!(code, Some(0));
-    let prefix = out.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let prefix = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(prefix.len(), 16, "{out}");
     assert!(out.contains("active"), "{out}");
     let (code, out, _) = cli(&["sessions", "revoke", &prefix], true);

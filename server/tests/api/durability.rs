@@ -19,10 +19,19 @@ async fn a_restart_keeps_active_sessions_active_and_ended_ones_ended() {
 
     let app = spawn_in(&dir, Options::default(), clock).await;
     let r = app.check(&active).await;
-    assert_eq!((state_of(&r), r.body["remaining_ms"].as_i64()), ("active", Some(35_000)), "{}", r.text);
+    assert_eq!(
+        (state_of(&r), r.body["remaining_ms"].as_i64()),
+        ("active", Some(35_000)),
+        "{}",
+        r.text
+    );
     assert_eq!(state_of(&app.check(&logged_out).await), "expired");
     assert_eq!(state_of(&app.heartbeat(&expired, 0).await), "expired");
-    assert_eq!(state_of(&app.check(&portal).await), "exempt", "the owner is remembered across restarts");
+    assert_eq!(
+        state_of(&app.check(&portal).await),
+        "exempt",
+        "the owner is remembered across restarts"
+    );
     assert_eq!(app.auth(&logged_out).await.status, 401);
     drop(tmp);
 }
@@ -47,7 +56,11 @@ async fn a_clock_jumping_back_does_not_revive_an_ended_session() {
 #[actix_rt::test]
 async fn the_raw_cookie_value_is_nowhere_in_the_database_files() {
     let app = spawn_app().await;
-    let cookies = [app.login("admin").await, app.login("portal").await, app.login("admin").await];
+    let cookies = [
+        app.login("admin").await,
+        app.login("portal").await,
+        app.login("admin").await,
+    ];
     for c in &cookies {
         app.heartbeat(c, 0).await;
     }
@@ -60,10 +73,18 @@ async fn the_raw_cookie_value_is_nowhere_in_the_database_files() {
         let bytes = std::fs::read(&path).unwrap();
         checked += bytes.len();
         for c in &cookies {
-            assert!(!bytes.windows(c.len()).any(|w| w == c.as_bytes()), "cookie found in {}", path.display());
+            assert!(
+                !bytes.windows(c.len()).any(|w| w == c.as_bytes()),
+                "cookie found in {}",
+                path.display()
+            );
             // Nor its bytes in binary form.
             let raw = hex::decode(c).unwrap();
-            assert!(!bytes.windows(raw.len()).any(|w| w == raw.as_slice()), "cookie bytes found in {}", path.display());
+            assert!(
+                !bytes.windows(raw.len()).any(|w| w == raw.as_slice()),
+                "cookie bytes found in {}",
+                path.display()
+            );
         }
     }
     assert!(checked > 4096, "the database was written");
@@ -76,17 +97,35 @@ async fn heartbeats_are_group_committed_not_one_fsync_each() {
     let c = app.login("admin").await;
     app.check(&c).await;
     app.flush().await;
-    let before = app.state.sessions.store.stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+    let before = app
+        .state
+        .sessions
+        .store
+        .stats
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed);
     for _ in 0..200 {
         app.clock.advance_ms(250);
         assert_eq!(state_of(&app.heartbeat(&c, 0).await), "active");
     }
     app.flush().await;
-    let commits = app.state.sessions.store.stats.commits.load(std::sync::atomic::Ordering::Relaxed) - before;
-    assert!(commits >= 1 && commits < 20, "{commits} commits for 200 heartbeats");
+    let commits = app
+        .state
+        .sessions
+        .store
+        .stats
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
+    assert!(
+        (1..20).contains(&commits),
+        "{commits} commits for 200 heartbeats"
+    );
     // The last heartbeat is on disk after the flush.
     let conn = rusqlite::Connection::open(app.dir.join("sessions.db")).unwrap();
-    let last: i64 = conn.query_row("SELECT last_activity_ms FROM sessions", [], |r| r.get(0)).unwrap();
+    let last: i64 = conn
+        .query_row("SELECT last_activity_ms FROM sessions", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(last, app.clock_now());
 }
 
@@ -94,15 +133,29 @@ async fn heartbeats_are_group_committed_not_one_fsync_each() {
 async fn a_file_that_is_not_a_database_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("sessions.db");
-    std::fs::write(&db, b"this is not sqlite, it is a text file that somebody put here by mistake".repeat(100)).unwrap();
+    std::fs::write(
+        &db,
+        b"this is not sqlite, it is a text file that somebody put here by mistake".repeat(100),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--session-info-url", "none", "--db"])
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--session-info-url",
+            "none",
+            "--db",
+        ])
         .arg(&db)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is not a usable session-timeout database"), "{err}");
+    assert!(
+        err.contains("is not a usable session-timeout database"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 

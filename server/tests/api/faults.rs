@@ -24,7 +24,9 @@ impl Tmpfs {
             .map(|o| o.status.success())
             .unwrap_or(false);
         if !ok {
-            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); storage fault test not run");
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here (needs root); storage fault test not run"
+            );
             return None;
         }
         Some(Tmpfs { dir })
@@ -33,32 +35,52 @@ impl Tmpfs {
         self.dir.path()
     }
     fn remount(&self, mode: &str) {
-        let st = Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(self.path()).status().unwrap();
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(self.path())
+            .status()
+            .unwrap();
         assert!(st.success(), "remount {mode}");
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
 async fn wait_healthy(app: &TestApp, want: u16) {
     let start = Instant::now();
     loop {
-        let r = app.request("GET", &format!("{}/healthz", app.base), None, &[], None).await;
+        let r = app
+            .request("GET", &format!("{}/healthz", app.base), None, &[], None)
+            .await;
         if r.status == want {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "healthz stayed {} (wanted {want})", r.status);
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "healthz stayed {} (wanted {want})",
+            r.status
+        );
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 fn stored_reason(db: &Path, prefix: &str) -> Option<String> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    conn.query_row("SELECT end_reason FROM sessions WHERE lower(hex(key)) LIKE ?1 || '%'", [prefix], |r| r.get(0)).unwrap_or(None)
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(
+        "SELECT end_reason FROM sessions WHERE lower(hex(key)) LIKE ?1 || '%'",
+        [prefix],
+        |r| r.get(0),
+    )
+    .unwrap_or(None)
 }
 
 fn key_prefix(app: &TestApp, cookie: &str) -> String {
@@ -87,8 +109,20 @@ async fn disk_full_refuses_to_claim_a_logout_then_recovers() {
 
     let filler = fill(fs.path());
     let r = app.logout(&c1).await;
-    assert_eq!((r.status, r.body["error"].as_str()), (503, Some("storage_unavailable")), "{}", r.text);
-    assert!(r.body["message"].as_str().unwrap().contains("could not be stored"), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be stored"),
+        "{}",
+        r.text
+    );
     wait_healthy(&app, 503).await;
     // Memory stays on the safe side: the session is refused, and others go on.
     assert_eq!(app.auth(&c1).await.status, 401);
@@ -97,7 +131,11 @@ async fn disk_full_refuses_to_claim_a_logout_then_recovers() {
     std::fs::remove_file(filler).unwrap();
     wait_healthy(&app, 200).await;
     app.flush().await;
-    assert_eq!(stored_reason(&app.dir.join("sessions.db"), &key_prefix(&app, &c1)).as_deref(), Some("logout"), "stored once space came back");
+    assert_eq!(
+        stored_reason(&app.dir.join("sessions.db"), &key_prefix(&app, &c1)).as_deref(),
+        Some("logout"),
+        "stored once space came back"
+    );
     let _ = app.stop().await;
 }
 
@@ -107,9 +145,23 @@ async fn a_setting_that_cannot_be_stored_is_not_applied() {
     let app = spawn_in(fs.path(), Options::default(), Arc::new(ManualClock::new())).await;
     app.flush().await;
     let filler = fill(fs.path());
-    let r = app.admin("PUT", "settings", Some(r#"{"activity_session_timeout_key": 900}"#)).await;
-    assert_eq!((r.status, r.body["error"].as_str()), (503, Some("storage_unavailable")), "{}", r.text);
-    assert_eq!(app.admin("GET", "settings", None).await.body["activity_session_timeout_key"]["effective"], 60);
+    let r = app
+        .admin(
+            "PUT",
+            "settings",
+            Some(r#"{"activity_session_timeout_key": 900}"#),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        app.admin("GET", "settings", None).await.body["activity_session_timeout_key"]["effective"],
+        60
+    );
     std::fs::remove_file(filler).unwrap();
     wait_healthy(&app, 200).await;
     let _ = app.stop().await;
@@ -121,13 +173,25 @@ fn a_read_only_file_system_at_start_is_a_clear_error() {
     let bin = env!("CARGO_BIN_EXE_session-timeout");
     let run = |db: &Path| {
         Command::new(bin)
-            .args(["serve", "--bind", "127.0.0.1:0", "--session-info-url", "none", "--db"])
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--session-info-url",
+                "none",
+                "--db",
+            ])
             .arg(db)
             .output()
             .unwrap()
     };
     // A database that exists, then the file system turns read-only.
-    let store = session_timeout::store::Store::open(&fs.path().join("s.db"), Default::default(), session_timeout::policy::Millis(0)).unwrap();
+    let store = session_timeout::store::Store::open(
+        &fs.path().join("s.db"),
+        Default::default(),
+        session_timeout::policy::Millis(0),
+    )
+    .unwrap();
     store.close();
     drop(store);
     fs.remount("ro");
@@ -135,7 +199,10 @@ fn a_read_only_file_system_at_start_is_a_clear_error() {
         let out = run(&db);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains(&db.parent().unwrap().display().to_string()), "names the path: {err}");
+        assert!(
+            err.contains(&db.parent().unwrap().display().to_string()),
+            "names the path: {err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
     fs.remount("rw");
@@ -145,7 +212,11 @@ fn a_read_only_file_system_at_start_is_a_clear_error() {
 async fn a_deleted_database_file_is_restored_with_everything_in_it() {
     let tmp = tempfile::tempdir().unwrap();
     let app = spawn_in(tmp.path(), Options::default(), Arc::new(ManualClock::new())).await;
-    let (gone, kept, later) = (app.login("admin").await, app.login("admin").await, app.login("admin").await);
+    let (gone, kept, later) = (
+        app.login("admin").await,
+        app.login("admin").await,
+        app.login("admin").await,
+    );
     for c in [&gone, &kept, &later] {
         app.check(c).await;
     }
@@ -159,8 +230,16 @@ async fn a_deleted_database_file_is_restored_with_everything_in_it() {
     let r = app.logout(&later).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(db.exists(), "the file is back");
-    assert_eq!(stored_reason(&db, &key_prefix(&app, &gone)).as_deref(), Some("logout"), "earlier logout kept");
-    assert_eq!(stored_reason(&db, &key_prefix(&app, &later)).as_deref(), Some("logout"), "new logout stored");
+    assert_eq!(
+        stored_reason(&db, &key_prefix(&app, &gone)).as_deref(),
+        Some("logout"),
+        "earlier logout kept"
+    );
+    assert_eq!(
+        stored_reason(&db, &key_prefix(&app, &later)).as_deref(),
+        Some("logout"),
+        "new logout stored"
+    );
     let (dir, clock, _) = app.stop().await;
     let app = spawn_in(&dir, Options::default(), clock).await;
     assert_eq!(app.auth(&gone).await.status, 401);

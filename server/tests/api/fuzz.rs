@@ -14,7 +14,10 @@ use session_timeout::config::RawOptions;
 use session_timeout::{routes, startup};
 
 fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
 }
 
 #[derive(Debug, Clone)]
@@ -48,29 +51,43 @@ fn input() -> impl Strategy<Value = Input> {
         prop::collection::vec(any::<u8>(), 0..64),
         Just(br#"{"idle_ms":0}"#.to_vec()),
         "\\{\"idle_ms\":-?[0-9e.]{0,25}\\}".prop_map(String::into_bytes),
-        "\\{\"activity_session_timeout_key\":(\"[^\"]{0,12}\"|-?[0-9]{0,22}|true|null|\\[\\])\\}".prop_map(String::into_bytes),
+        "\\{\"activity_session_timeout_key\":(\"[^\"]{0,12}\"|-?[0-9]{0,22}|true|null|\\[\\])\\}"
+            .prop_map(String::into_bytes),
         "[{}\\[\\]\":,a-z0-9 ]{0,80}".prop_map(String::into_bytes),
         (1000usize..3000).prop_map(|n| vec![b'x'; n]),
     ];
     (
-        prop::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+        prop::sample::select(vec![
+            "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS",
+        ]),
         routes,
         query,
-        prop::option::of(prop_oneof![Just("application/json".to_string()), "[a-z/;= -]{0,30}"]),
+        prop::option::of(prop_oneof![
+            Just("application/json".to_string()),
+            "[a-z/;= -]{0,30}"
+        ]),
         prop::option::of("[ -~]{0,60}"),
-        prop::option::of(prop_oneof![Just("http://localhost:8080".to_string()), "[ -~]{0,30}"]),
-        prop::option::of(prop_oneof![Just("Bearer fuzz-admin-token-0123456789".to_string()), "[ -~]{0,40}"]),
+        prop::option::of(prop_oneof![
+            Just("http://localhost:8080".to_string()),
+            "[ -~]{0,30}"
+        ]),
+        prop::option::of(prop_oneof![
+            Just("Bearer fuzz-admin-token-0123456789".to_string()),
+            "[ -~]{0,40}"
+        ]),
         body,
     )
-        .prop_map(|(method, path, query, content_type, cookie, origin, auth, body)| Input {
-            method,
-            path: path + &query,
-            content_type,
-            cookie,
-            origin,
-            auth,
-            body,
-        })
+        .prop_map(
+            |(method, path, query, content_type, cookie, origin, auth, body)| Input {
+                method,
+                path: path + &query,
+                content_type,
+                cookie,
+                origin,
+                auth,
+                body,
+            },
+        )
 }
 
 #[test]
@@ -86,21 +103,34 @@ fn random_requests_never_panic_and_errors_are_json() {
     let mut settings = raw.resolve("127.0.0.1:0").unwrap();
     settings.admin_token = Some("fuzz-admin-token-0123456789".into());
     let clock = Arc::new(ManualClock::new());
-    let state = sys.block_on(startup::open_state(&settings, clock.clone())).unwrap();
+    let state = sys
+        .block_on(startup::open_state(&settings, clock.clone()))
+        .unwrap();
     let app = {
         let state = state.clone();
         sys.block_on(atest::init_service(
-            App::new().app_data(state.clone()).configure(move |c| routes::configure(c, state)).default_service(web::to(routes::not_found)),
+            App::new()
+                .app_data(state.clone())
+                .configure(move |c| routes::configure(c, state))
+                .default_service(web::to(routes::not_found)),
         ))
     };
-    let mut runner = TestRunner::new(Config { cases: cases(512), failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: cases(512),
+        failure_persistence: None,
+        ..Config::default()
+    });
     runner
         .run(&input(), |inp| {
             let mut req = atest::TestRequest::default()
                 .method(inp.method.parse().unwrap())
                 .uri(&inp.path)
                 .insert_header(("Host", "localhost:8080"));
-            for (name, value) in [("Content-Type", &inp.content_type), ("Origin", &inp.origin), ("Authorization", &inp.auth)] {
+            for (name, value) in [
+                ("Content-Type", &inp.content_type),
+                ("Origin", &inp.origin),
+                ("Authorization", &inp.auth),
+            ] {
                 if let Some(v) = value {
                     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(v) {
                         req = req.insert_header((name, v));
@@ -108,7 +138,9 @@ fn random_requests_never_panic_and_errors_are_json() {
                 }
             }
             if let Some(c) = &inp.cookie {
-                if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&format!("session_id={c}")) {
+                if let Ok(v) =
+                    actix_web::http::header::HeaderValue::from_str(&format!("session_id={c}"))
+                {
                     req = req.insert_header(("Cookie", v));
                 }
             }
@@ -117,34 +149,68 @@ fn random_requests_never_panic_and_errors_are_json() {
             let status = resp.status();
             let body = sys.block_on(atest::read_body(resp));
             clock.advance_ms(997);
-            prop_assert!(status.as_u16() < 500 || status.as_u16() == 503, "{inp:?} -> {status}");
-            if status.is_client_error() || status.is_server_error() {
-                if inp.method != "HEAD" {
-                    let v: serde_json::Value = serde_json::from_slice(&body)
-                        .map_err(|e| TestCaseError::fail(format!("{inp:?} -> {status}: body is not JSON ({e}): {}", String::from_utf8_lossy(&body))))?;
-                    prop_assert!(v["error"].is_string() && v["message"].is_string(), "{inp:?} -> {status}: {v}");
-                }
+            prop_assert!(
+                status.as_u16() < 500 || status.as_u16() == 503,
+                "{inp:?} -> {status}"
+            );
+            if (status.is_client_error() || status.is_server_error()) && inp.method != "HEAD" {
+                let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                    TestCaseError::fail(format!(
+                        "{inp:?} -> {status}: body is not JSON ({e}): {}",
+                        String::from_utf8_lossy(&body)
+                    ))
+                })?;
+                prop_assert!(
+                    v["error"].is_string() && v["message"].is_string(),
+                    "{inp:?} -> {status}: {v}"
+                );
             }
             Ok(())
         })
         .unwrap();
     // The server is still healthy after all of that.
-    let resp = sys.block_on(atest::call_service(&app, atest::TestRequest::get().uri("/session-timeout/healthz").to_request()));
+    let resp = sys.block_on(atest::call_service(
+        &app,
+        atest::TestRequest::get()
+            .uri("/session-timeout/healthz")
+            .to_request(),
+    ));
     assert_eq!(resp.status(), 200);
     state.sessions.store.close();
 }
 
 #[test]
 fn random_configuration_values_are_accepted_or_refused_with_the_field_named() {
-    let mut runner = TestRunner::new(Config { cases: cases(2000), failure_persistence: None, ..Config::default() });
-    let value = prop::option::of(prop_oneof!["[ -~]{0,24}", "-?[0-9]{1,24}", Just(String::new())]);
+    let mut runner = TestRunner::new(Config {
+        cases: cases(2000),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let value = prop::option::of(prop_oneof![
+        "[ -~]{0,24}",
+        "-?[0-9]{1,24}",
+        Just(String::new())
+    ]);
     let strategy = (0usize..12, value);
     runner
         .run(&strategy, |(field, v)| {
-            let mut o = RawOptions { session_info_url: Some("none".into()), ..Default::default() };
+            let mut o = RawOptions {
+                session_info_url: Some("none".into()),
+                ..Default::default()
+            };
             let name = [
-                "bind", "db", "timeout", "absolute_lifetime", "base_path", "cookie_name", "session_info_url", "login_url", "logout_url",
-                "commit_window_ms", "retention_days", "workers",
+                "bind",
+                "db",
+                "timeout",
+                "absolute_lifetime",
+                "base_path",
+                "cookie_name",
+                "session_info_url",
+                "login_url",
+                "logout_url",
+                "commit_window_ms",
+                "retention_days",
+                "workers",
             ][field];
             let slot = match field {
                 0 => &mut o.bind,
@@ -164,7 +230,12 @@ fn random_configuration_values_are_accepted_or_refused_with_the_field_named() {
             match o.resolve("127.0.0.1:0") {
                 Ok(_) => {}
                 Err(e) => {
-                    prop_assert_eq!(e.field.clone(), format!("--{}", name.replace('_', "-")), "{:?}", v);
+                    prop_assert_eq!(
+                        e.field.clone(),
+                        format!("--{}", name.replace('_', "-")),
+                        "{:?}",
+                        v
+                    );
                     prop_assert!(e.to_string().len() > e.field.len() + 10, "{}", e);
                 }
             }

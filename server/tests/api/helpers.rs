@@ -21,7 +21,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { timeout: Some("60"), lifetime: None, admin_token: true, session_info_url: None }
+        Options {
+            timeout: Some("60"),
+            lifetime: None,
+            admin_token: true,
+            session_info_url: None,
+        }
     }
 }
 
@@ -56,7 +61,10 @@ pub async fn spawn_in(dir: &Path, opts: Options, clock: Arc<ManualClock>) -> Tes
         db: Some(dir.join("sessions.db").display().to_string()),
         timeout: opts.timeout.map(String::from),
         absolute_lifetime: opts.lifetime.map(String::from),
-        session_info_url: Some(opts.session_info_url.unwrap_or_else(|| format!("{root}/web/session/get_session_info"))),
+        session_info_url: Some(
+            opts.session_info_url
+                .unwrap_or_else(|| format!("{root}/web/session/get_session_info")),
+        ),
         lookup_timeout_ms: Some("1000".into()),
         ..Default::default()
     };
@@ -68,7 +76,15 @@ pub async fn spawn_in(dir: &Path, opts: Options, clock: Arc<ManualClock>) -> Tes
     let server = startup::server(listener, state.clone(), 1, move |c| erp.configure(c)).unwrap();
     let handle = server.handle();
     actix_rt::spawn(server);
-    TestApp { base: format!("{root}/session-timeout"), root, clock, state, dir: dir.to_path_buf(), handle, _tmp: None }
+    TestApp {
+        base: format!("{root}/session-timeout"),
+        root,
+        clock,
+        state,
+        dir: dir.to_path_buf(),
+        handle,
+        _tmp: None,
+    }
 }
 
 pub struct Reply {
@@ -79,7 +95,10 @@ pub struct Reply {
 }
 
 fn client() -> awc::Client {
-    awc::Client::builder().disable_redirects().timeout(Duration::from_secs(10)).finish()
+    awc::Client::builder()
+        .disable_redirects()
+        .timeout(Duration::from_secs(10))
+        .finish()
 }
 
 impl TestApp {
@@ -102,11 +121,29 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 303, "login as {user}");
-        let set = resp.headers().get("set-cookie").expect("login sets a cookie").to_str().unwrap().to_string();
-        set.split(';').next().unwrap().strip_prefix("session_id=").unwrap().to_string()
+        let set = resp
+            .headers()
+            .get("set-cookie")
+            .expect("login sets a cookie")
+            .to_str()
+            .unwrap()
+            .to_string();
+        set.split(';')
+            .next()
+            .unwrap()
+            .strip_prefix("session_id=")
+            .unwrap()
+            .to_string()
     }
 
-    pub async fn request(&self, method: &str, url: &str, cookie: Option<&str>, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+    pub async fn request(
+        &self,
+        method: &str,
+        url: &str,
+        cookie: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
         let c = client();
         let mut req = c.request(method.parse().unwrap(), url);
         if let Some(v) = cookie {
@@ -131,25 +168,51 @@ impl TestApp {
 
     pub async fn heartbeat(&self, cookie: &str, idle_ms: u64) -> Reply {
         let body = format!("{{\"idle_ms\":{idle_ms}}}");
-        self.request("POST", &self.api("heartbeat"), Some(cookie), &[("Content-Type", "application/json")], Some(&body)).await
+        self.request(
+            "POST",
+            &self.api("heartbeat"),
+            Some(cookie),
+            &[("Content-Type", "application/json")],
+            Some(&body),
+        )
+        .await
     }
 
     pub async fn check(&self, cookie: &str) -> Reply {
-        self.request("GET", &self.api("check"), Some(cookie), &[], None).await
+        self.request("GET", &self.api("check"), Some(cookie), &[], None)
+            .await
     }
 
     pub async fn auth(&self, cookie: &str) -> Reply {
-        self.request("GET", &self.api("auth"), Some(cookie), &[], None).await
+        self.request("GET", &self.api("auth"), Some(cookie), &[], None)
+            .await
     }
 
     pub async fn logout(&self, cookie: &str) -> Reply {
-        self.request("POST", &self.api("logout"), Some(cookie), &[("Content-Type", "application/json")], Some("{}")).await
+        self.request(
+            "POST",
+            &self.api("logout"),
+            Some(cookie),
+            &[("Content-Type", "application/json")],
+            Some("{}"),
+        )
+        .await
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
         let auth = format!("Bearer {TOKEN}");
         let url = format!("{}/api/v1/admin/{path}", self.base);
-        self.request(method, &url, None, &[("Authorization", &auth), ("Content-Type", "application/json")], body).await
+        self.request(
+            method,
+            &url,
+            None,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+        .await
     }
 
     pub fn api(&self, route: &str) -> String {
