@@ -452,6 +452,15 @@ pub enum PrefixError {
 
 /// Reads the server secret kept beside the database, creating it on first
 /// start (32 random bytes, hex, readable by the owner only).
+/// A short public fingerprint of the secret, kept in the database so that a
+/// lost or replaced secret file is noticed at start instead of silently
+/// re-keying every session (which would make ended sessions look new).
+pub fn secret_fingerprint(secret: &[u8; 32]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"session-timeout secret fingerprint");
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
 pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], String> {
     match std::fs::read_to_string(path) {
         Ok(s) => {

@@ -26,6 +26,51 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
 }
 
+/// The name of the stored secret fingerprint (not an admin setting: the
+/// admin API neither shows nor accepts it).
+pub const SECRET_FINGERPRINT_KEY: &str = "secret_fingerprint";
+
+/// Loads the server secret, creating it only for a database that has no
+/// sessions keyed with another one. A missing or replaced secret would give
+/// every cookie a new key, so a session that ended here would look like a new
+/// login: refused, naming both files.
+async fn open_secret(settings: &Settings, store: &Store) -> Result<[u8; 32], StartError> {
+    let path = settings.secret_file.display();
+    let db = settings.db.display();
+    let mut sessions = 0usize;
+    store.for_each(|_, _| sessions += 1);
+    if sessions > 0 && !settings.secret_file.exists() {
+        return Err(StartError::Secret(format!(
+            "secret file {path} is missing, but database {db} holds {sessions} sessions keyed \
+             with it: restore the secret file from a backup (a new secret would make sessions \
+             that ended here look like new logins)"
+        )));
+    }
+    let secret =
+        sessions::load_or_create_secret(&settings.secret_file).map_err(StartError::Secret)?;
+    let fingerprint = sessions::secret_fingerprint(&secret);
+    match store.read_settings()?.get(SECRET_FINGERPRINT_KEY) {
+        Some(f) if *f == fingerprint => Ok(secret),
+        Some(_) if sessions > 0 => Err(StartError::Secret(format!(
+            "secret file {path} is not the secret database {db} holds {sessions} sessions keyed \
+             with: restore the right secret file (another secret would make sessions that ended \
+             here look like new logins)"
+        ))),
+        // A new database, one from before fingerprints, or one with no
+        // session left to protect: this secret is the one from now on.
+        _ => {
+            store
+                .set_setting(
+                    SECRET_FINGERPRINT_KEY,
+                    &fingerprint,
+                    "server secret fingerprint recorded",
+                )
+                .await?;
+            Ok(secret)
+        }
+    }
+}
+
 /// Opens the database and everything that lives as long as the process.
 pub async fn open_state(
     settings: &Settings,
@@ -35,12 +80,11 @@ pub async fn open_state(
         std::fs::create_dir_all(dir)
             .map_err(|e| StartError::Folder(dir.display().to_string(), e))?;
     }
-    let secret =
-        sessions::load_or_create_secret(&settings.secret_file).map_err(StartError::Secret)?;
     let opts = StoreOptions {
         commit_window: settings.commit_window,
     };
     let store = Arc::new(Store::open(&settings.db, opts, clock.now())?);
+    let secret = open_secret(settings, &store).await?;
 
     // Values given in the configuration win over stored ones and are stored,
     // so the admin API and the audit log show what is in force.

@@ -123,7 +123,11 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("database {path} is not a usable session-timeout database: {detail}")]
+    #[error(
+        "database {path} is not a usable session-timeout database: {detail}. Restore it from a \
+         backup; starting on an empty one instead would let sessions that ended here be used \
+         again for as long as the ERP keeps them"
+    )]
     Corrupt { path: PathBuf, detail: String },
     #[error("database {path} has schema version {found}, newer than this program's {supported}")]
     TooNew {

@@ -182,3 +182,107 @@ async fn a_clock_jumping_forward_or_back_ends_sessions_only_as_the_policy_says()
     app.advance(3600.0 + 15.001);
     assert_eq!(state_of(&app.check(&c).await), "expired");
 }
+
+/// Starts the real binary on `db` and returns its exit code and stderr, for
+/// starts that must be refused (a start that succeeds would keep serving:
+/// it is stopped after 3 s and reported as `None`).
+fn start_binary(db: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--session-info-url",
+            "none",
+            "--db",
+        ])
+        .arg(db)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into(),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (None, String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A stopped app's folder (kept alive by the returned guard) holding one
+/// session that was logged out.
+async fn app_with_an_ended_session() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let app = spawn_app().await;
+    let ended = app.login("admin").await;
+    app.check(&ended).await;
+    app.logout(&ended).await;
+    let (dir, _, tmp) = app.stop().await;
+    (tmp.unwrap(), dir, ended)
+}
+
+#[actix_rt::test]
+async fn a_lost_secret_file_is_refused_at_start_not_replaced() {
+    // A new secret would give every cookie a new key: the session that
+    // ended here would look like a new login.
+    let (_tmp, dir, _) = app_with_an_ended_session().await;
+    let secret = dir.join("sessions.db.secret");
+    assert!(secret.exists(), "the secret lives beside the database");
+    std::fs::remove_file(&secret).unwrap();
+    let (code, err) = start_binary(&dir.join("sessions.db"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("sessions.db.secret is missing"), "{err}");
+    assert!(err.contains("restore the secret file"), "{err}");
+    assert!(!secret.exists(), "no new secret was made");
+}
+
+#[actix_rt::test]
+async fn a_replaced_secret_file_is_refused_at_start() {
+    let (_tmp, dir, _) = app_with_an_ended_session().await;
+    let secret = dir.join("sessions.db.secret");
+    std::fs::write(&secret, "ab".repeat(32)).unwrap();
+    let (code, err) = start_binary(&dir.join("sessions.db"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is not the secret database"), "{err}");
+}
+
+#[actix_rt::test]
+async fn a_database_from_before_fingerprints_starts_and_records_its_secret() {
+    let (_tmp, dir, ended) = app_with_an_ended_session().await;
+    let db = dir.join("sessions.db");
+    let fingerprint = || -> Option<String> {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT value FROM settings WHERE name = 'secret_fingerprint'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+    };
+    let recorded = fingerprint().expect("recorded at first start");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("DELETE FROM settings WHERE name = 'secret_fingerprint'", [])
+        .unwrap();
+    let app = spawn_in(
+        &dir,
+        Options::default(),
+        std::sync::Arc::new(session_timeout::clock::ManualClock::new()),
+    )
+    .await;
+    assert_eq!(
+        app.auth(&ended).await.status,
+        401,
+        "the same keys: still ended"
+    );
+    app.flush().await;
+    let _ = app.stop().await;
+    assert_eq!(fingerprint(), Some(recorded), "recorded again");
+}

@@ -1,6 +1,7 @@
 //! Storage faults: disk full under the running server, a read-only file
-//! system at start, the database file deleted under the running server. The database lives on a small tmpfs the test
-//! mounts (root only; elsewhere the tests say they were skipped).
+//! system at start, the database file deleted or overwritten in place under
+//! the running server. The disk-full and read-only tests put the database on
+//! a small tmpfs they mount (root only; elsewhere they say they were skipped).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -246,4 +247,86 @@ async fn a_deleted_database_file_is_restored_with_everything_in_it() {
     assert_eq!(app.auth(&later).await.status, 401);
     assert_eq!(state_of(&app.check(&kept).await), "active");
     let _ = app.stop().await;
+}
+
+/// Overwrites `path` from byte `from` to its end with a pattern, in place
+/// (the inode stays: the open connection keeps using the same file).
+fn scribble(path: &Path, from: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) else {
+        return;
+    };
+    let len = f.metadata().unwrap().len();
+    if len <= from {
+        return;
+    }
+    f.seek(SeekFrom::Start(from)).unwrap();
+    f.write_all(&vec![0x5a; (len - from) as usize]).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[actix_rt::test]
+async fn a_database_corrupted_in_place_never_claims_a_write_and_is_refused_at_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = spawn_in(tmp.path(), Options::default(), Arc::new(ManualClock::new())).await;
+    let mut cookies = Vec::new();
+    for _ in 0..300 {
+        let c = app.login("admin").await;
+        app.check(&c).await;
+        cookies.push(c);
+    }
+    let ended = cookies.pop().unwrap();
+    app.logout(&ended).await;
+    app.flush().await;
+    // Everything after the header page of the database and of its WAL
+    // becomes garbage under the running server, as a failing disk would do.
+    scribble(&app.dir.join("sessions.db"), 4096);
+    scribble(&app.dir.join("sessions.db-wal"), 32 + 24 + 4096);
+
+    // Memory still judges every request: nothing crashes, the ended session
+    // stays ended, the others go on.
+    assert_eq!(app.auth(&ended).await.status, 401);
+    assert_eq!(state_of(&app.check(&cookies[0]).await), "active");
+    // A logout is either stored or refused with 503; never a 200 for a
+    // write that failed, never a 500.
+    let r = app.logout(&cookies[1]).await;
+    assert!(
+        r.status == 200 || (r.status == 503 && r.body["error"] == "storage_unavailable"),
+        "{} {}",
+        r.status,
+        r.text
+    );
+    assert_eq!(
+        app.auth(&cookies[1]).await.status,
+        401,
+        "refused either way"
+    );
+    if r.status == 503 {
+        wait_healthy(&app, 503).await;
+    }
+    assert_eq!(state_of(&app.heartbeat(&cookies[2], 0).await), "active");
+    let (dir, _, _) = app.stop().await;
+
+    // At restart the damage is found and named: the server does not start on
+    // a database that may have lost ended sessions (which would revive them).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--session-info-url",
+            "none",
+            "--db",
+        ])
+        .arg(dir.join("sessions.db"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not a usable session-timeout database"),
+        "{err}"
+    );
+    assert!(err.contains("Restore it from a backup"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
