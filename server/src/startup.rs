@@ -171,6 +171,11 @@ where
             .default_service(web::to(routes::not_found))
     })
     .workers(workers)
+    // Idle connections are kept longer than the proxies keep theirs (nginx
+    // 60 s, Caddy 2 min by default), so the proxy always closes first: when
+    // the server closes a kept-alive connection just as the proxy reuses it,
+    // the proxy resends the check, and an ERP request is checked twice.
+    .keep_alive(std::time::Duration::from_secs(150))
     .shutdown_timeout(5)
     .listen(listener)?
     .run();
