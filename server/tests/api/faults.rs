@@ -1,7 +1,9 @@
 //! Storage faults: disk full under the running server, a read-only file
-//! system at start, the database file deleted or overwritten in place under
-//! the running server. The disk-full and read-only tests put the database on
-//! a small tmpfs they mount (root only; elsewhere they say they were skipped).
+//! system at start and under the running server, the database file deleted
+//! or overwritten in place under the running server. The disk-full and
+//! read-only tests put the database on a small file system they mount (a
+//! tmpfs, or a loop-mounted ext4 image; root only, elsewhere they say they
+//! were skipped).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -329,4 +331,105 @@ async fn a_database_corrupted_in_place_never_claims_a_write_and_is_refused_at_re
     );
     assert!(err.contains("Restore it from a backup"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// An ext4 file system in an image file, loop-mounted: ext4 can be made to
+/// fail under open files as a dying disk makes it (`remount,abort`: the
+/// journal aborts and the file system turns read-only, `emergency_ro`).
+struct Ext4 {
+    dir: tempfile::TempDir,
+}
+
+impl Ext4 {
+    fn mount() -> Option<Ext4> {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+        std::fs::create_dir(dir.path().join("mnt")).unwrap();
+        let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+        let made = ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+        let fs = Ext4 { dir };
+        if !made || !fs.mount_again() {
+            eprintln!("SKIPPED: cannot loop-mount an ext4 image here (needs root and mkfs.ext4); test not run");
+            return None;
+        }
+        Some(fs)
+    }
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+    fn mount_again(&self) -> bool {
+        Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(self.dir.path().join("fs.img"))
+            .arg(self.path())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+    /// What ext4 does on an I/O error: from now on every write fails.
+    fn abort(&self) {
+        let st = Command::new("mount")
+            .args(["-o", "remount,abort"])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount,abort");
+    }
+    /// The admin's repair: unmount, mount again (ext4 replays its journal).
+    fn repair(&self) {
+        let st = Command::new("umount").arg(self.path()).status().unwrap();
+        assert!(st.success(), "umount (is a file still open?)");
+        assert!(self.mount_again(), "mount again");
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+#[actix_rt::test]
+async fn a_file_system_turning_read_only_under_the_server_never_claims_a_write() {
+    let Some(fs) = Ext4::mount() else { return };
+    let app = spawn_in(&fs.path(), Options::default(), Arc::new(ManualClock::new())).await;
+    let (before, during, other) = (
+        app.login("admin").await,
+        app.login("admin").await,
+        app.login("admin").await,
+    );
+    for c in [&before, &during, &other] {
+        app.check(c).await;
+    }
+    assert_eq!(app.logout(&before).await.status, 200);
+    app.flush().await;
+
+    fs.abort();
+    let r = app.logout(&during).await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{}",
+        r.text
+    );
+    wait_healthy(&app, 503).await;
+    // Memory stays on the safe side and the others go on.
+    assert_eq!(app.auth(&during).await.status, 401);
+    assert_eq!(state_of(&app.heartbeat(&other, 0).await), "active");
+    let (_, clock, _) = app.stop().await;
+
+    fs.repair();
+    let app = spawn_in(&fs.path(), Options::default(), clock).await;
+    assert_eq!(
+        app.auth(&before).await.status,
+        401,
+        "the logout acknowledged before the fault is in force"
+    );
+    assert_eq!(state_of(&app.check(&other).await), "active");
+    let _ = app.stop().await;
+    // (`during` was answered 503, so nothing was promised about it.)
 }
