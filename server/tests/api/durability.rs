@@ -138,20 +138,8 @@ async fn a_file_that_is_not_a_database_is_a_clear_error() {
         b"this is not sqlite, it is a text file that somebody put here by mistake".repeat(100),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--session-info-url",
-            "none",
-            "--db",
-        ])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = start_binary(&db);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("is not a usable session-timeout database"),
         "{err}"
@@ -181,39 +169,6 @@ async fn a_clock_jumping_forward_or_back_ends_sessions_only_as_the_policy_says()
     // Forward again past the last activity + timeout: ended, by the policy.
     app.advance(3600.0 + 15.001);
     assert_eq!(state_of(&app.check(&c).await), "expired");
-}
-
-/// Starts the real binary on `db` and returns its exit code and stderr, for
-/// starts that must be refused (a start that succeeds would keep serving:
-/// it is stopped after 3 s and reported as `None`).
-fn start_binary(db: &std::path::Path) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--session-info-url",
-            "none",
-            "--db",
-        ])
-        .arg(db)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while std::time::Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            let out = child.wait_with_output().unwrap();
-            return (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).into(),
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    (None, String::from_utf8_lossy(&out.stderr).into())
 }
 
 /// A stopped app's folder (kept alive by the returned guard) holding one

@@ -173,21 +173,6 @@ async fn a_setting_that_cannot_be_stored_is_not_applied() {
 #[test]
 fn a_read_only_file_system_at_start_is_a_clear_error() {
     let Some(fs) = Tmpfs::mount("4m") else { return };
-    let bin = env!("CARGO_BIN_EXE_session-timeout");
-    let run = |db: &Path| {
-        Command::new(bin)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--session-info-url",
-                "none",
-                "--db",
-            ])
-            .arg(db)
-            .output()
-            .unwrap()
-    };
     // A database that exists, then the file system turns read-only.
     let store = session_timeout::store::Store::open(
         &fs.path().join("s.db"),
@@ -199,9 +184,8 @@ fn a_read_only_file_system_at_start_is_a_clear_error() {
     drop(store);
     fs.remount("ro");
     for db in [fs.path().join("s.db"), fs.path().join("new/s.db")] {
-        let out = run(&db);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        let (code, err) = start_binary(&db);
+        assert_eq!(code, Some(1), "{err}");
         assert!(
             err.contains(&db.parent().unwrap().display().to_string()),
             "names the path: {err}"
@@ -311,20 +295,8 @@ async fn a_database_corrupted_in_place_never_claims_a_write_and_is_refused_at_re
 
     // At restart the damage is found and named: the server does not start on
     // a database that may have lost ended sessions (which would revive them).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--session-info-url",
-            "none",
-            "--db",
-        ])
-        .arg(dir.join("sessions.db"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = start_binary(&dir.join("sessions.db"));
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("is not a usable session-timeout database"),
         "{err}"

@@ -228,3 +228,36 @@ impl TestApp {
 pub fn state_of(r: &Reply) -> &str {
     r.body["state"].as_str().unwrap_or("(none)")
 }
+
+/// Starts the real binary on `db` and returns its exit code and stderr, for
+/// starts that must be refused (a start that succeeds would keep serving:
+/// it is stopped after 3 s and reported as `None`).
+pub fn start_binary(db: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--session-info-url",
+            "none",
+            "--db",
+        ])
+        .arg(db)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into(),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (None, String::from_utf8_lossy(&out.stderr).into())
+}
