@@ -205,6 +205,23 @@ fn expiry_or_a_logout_in_another_tab_navigates_to_the_logout_url() {
 }
 
 #[wasm_bindgen_test]
+fn another_tabs_check_is_a_peer_message_not_a_failed_request() {
+    let host = running();
+    let deadline = debug(2);
+    // Code 14: another tab checks at the deadline (its time is clamped to
+    // now). Mapped wrongly it would fall through to "request failed" and arm
+    // a retry about a second away.
+    dispatch(&host, 14, 1e15, 0.0);
+    assert_eq!(requests(&host), "0:0 1:0", "no request of its own");
+    assert_eq!(
+        debug(2),
+        deadline,
+        "the expiry timer stands; no retry armed"
+    );
+    stop(&host);
+}
+
+#[wasm_bindgen_test]
 fn an_exempt_user_gets_no_timer_and_no_heartbeat() {
     let host = new_host();
     assert!(start(&host));
