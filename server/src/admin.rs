@@ -9,6 +9,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::erp_settings::ErpSource;
 use crate::error::ApiError;
 use crate::policy::{
     self, heartbeat_interval_ms, EndReason, Policy, SessionStatus, DEFAULT_TIMEOUT_S,
@@ -55,13 +56,19 @@ impl Configured {
 pub struct AdminState {
     token_hash: Option<[u8; 32]>,
     pub configured: RwLock<Configured>,
+    /// Set when the ERP owns the idle timeout (`--erp-settings-url`).
+    pub erp: Option<ErpSource>,
 }
 
 impl AdminState {
-    pub fn new(token: Option<&str>, configured: Configured) -> AdminState {
+    pub fn new(token: Option<&str>, configured: Configured, erp_url: Option<&str>) -> AdminState {
         AdminState {
             token_hash: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             configured: RwLock::new(configured),
+            erp: erp_url.map(|url| ErpSource {
+                url: url.to_string(),
+                status: Default::default(),
+            }),
         }
     }
 
@@ -137,12 +144,18 @@ fn settings_body(st: &AppState) -> serde_json::Value {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let (policy, warnings) = configured.effective();
+    let erp = st.admin.erp.as_ref().map(|src| {
+        let status = src.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        serde_json::json!({ "url": src.url, "last_ok_ms": status.last_ok_ms, "last_error": status.last_error })
+    });
     serde_json::json!({
         TIMEOUT_KEY: {
             "configured": configured.timeout,
             "effective": policy.timeout_s(),
             "valid": configured.timeout.as_deref().is_none_or(|t| policy::parse_timeout(t).is_ok()),
+            "source": if erp.is_some() { "erp" } else { "sidecar" },
         },
+        "erp": erp,
         LIFETIME_KEY: {
             "configured": configured.lifetime,
             "effective": policy.absolute_lifetime_ms.map_or(0, |ms| ms / 1000),
@@ -185,6 +198,17 @@ pub async fn change_settings(
     for (name, v) in changes {
         let text = setting_text(name, v)?;
         let check = match name.as_str() {
+            TIMEOUT_KEY if st.admin.erp.is_some() => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "managed_by_erp",
+                    format!(
+                        "`{TIMEOUT_KEY}` is set in the ERP (Odoo: Settings > General Settings > \
+                         Session timeout), which this sidecar reads from {}; change it there",
+                        st.admin.erp.as_ref().map_or("", |e| e.url.as_str())
+                    ),
+                ))
+            }
             TIMEOUT_KEY => policy::parse_timeout(&text).map(|_| ()),
             LIFETIME_KEY => policy::parse_lifetime(&text).map(|_| ()),
             other => {
@@ -230,6 +254,41 @@ pub async fn change_settings(
         }
         log::info!("setting changed: {detail}");
     }
+    st.admin.apply(&st.sessions.store);
+    Ok(())
+}
+
+/// Stores the timeout read from the ERP when it differs from the one in
+/// force (`None`: unset in the ERP, so the default applies), with an audit
+/// entry, and applies it to the next request.
+pub async fn apply_erp_timeout(st: &AppState, raw: Option<String>) -> Result<(), StoreError> {
+    // Stored as an empty value when unset: invalid, so the default applies.
+    let text = raw.map(|r| r.trim().to_string()).unwrap_or_default();
+    let old = st
+        .admin
+        .configured
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .timeout
+        .clone();
+    if old.as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    let detail = format!(
+        "{TIMEOUT_KEY}: {} -> {} (from the ERP)",
+        old.as_deref().unwrap_or("(unset)"),
+        if text.is_empty() { "(unset)" } else { &text }
+    );
+    st.sessions
+        .store
+        .set_setting(TIMEOUT_KEY, &text, &detail)
+        .await?;
+    st.admin
+        .configured
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .timeout = Some(text);
+    log::info!("setting changed: {detail}");
     st.admin.apply(&st.sessions.store);
     Ok(())
 }

@@ -88,6 +88,31 @@ pub struct RawOptions {
     /// HTTP worker threads, 1 to 64 [default: number of CPUs].
     #[arg(long, env = "SESSION_TIMEOUT_WORKERS", allow_hyphen_values = true)]
     pub workers: Option<String>,
+    /// The ERP route holding the idle timeout (the Odoo addon's
+    /// http://127.0.0.1:8069/session_timeout/settings). When set, the ERP's setting
+    /// `activity_session_timeout_key` is the one source of truth: it is read every
+    /// --erp-settings-interval-ms, and the admin API and CLI refuse to change it.
+    #[arg(long, env = "SESSION_TIMEOUT_ERP_SETTINGS_URL")]
+    pub erp_settings_url: Option<String>,
+    /// File holding the token sent to --erp-settings-url (or set SESSION_TIMEOUT_ERP_TOKEN);
+    /// the same value as `session_timeout_token` in odoo.conf.
+    #[arg(long, env = "SESSION_TIMEOUT_ERP_TOKEN_FILE")]
+    pub erp_token_file: Option<PathBuf>,
+    /// How often the ERP's setting is read, 200 to 600000 ms [default: 2000].
+    #[arg(
+        long,
+        env = "SESSION_TIMEOUT_ERP_SETTINGS_INTERVAL_MS",
+        allow_hyphen_values = true
+    )]
+    pub erp_settings_interval_ms: Option<String>,
+}
+
+/// Where the idle timeout comes from when the ERP owns it.
+#[derive(Debug, Clone)]
+pub struct ErpSettings {
+    pub url: String,
+    pub token: String,
+    pub interval: Duration,
 }
 
 /// Validated configuration.
@@ -112,6 +137,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub workers: usize,
     pub sweep_interval: Duration,
+    /// Set when the ERP owns the idle timeout (`--erp-settings-url`).
+    pub erp_settings: Option<ErpSettings>,
 }
 
 /// A configuration value that cannot be used; printed as is, exit code 2.
@@ -146,6 +173,9 @@ const KNOWN_KEYS: &[&str] = &[
     "admin_token_file",
     "secret_file",
     "workers",
+    "erp_settings_url",
+    "erp_token_file",
+    "erp_settings_interval_ms",
 ];
 
 impl RawOptions {
@@ -202,6 +232,12 @@ impl RawOptions {
                 "public_recheck_s" => &mut self.public_recheck_s,
                 "lookup_timeout_ms" => &mut self.lookup_timeout_ms,
                 "workers" => &mut self.workers,
+                "erp_settings_url" => &mut self.erp_settings_url,
+                "erp_settings_interval_ms" => &mut self.erp_settings_interval_ms,
+                "erp_token_file" => {
+                    self.erp_token_file.get_or_insert_with(|| PathBuf::from(&s));
+                    continue;
+                }
                 "admin_token_file" => {
                     self.admin_token_file
                         .get_or_insert_with(|| PathBuf::from(&s));
@@ -306,6 +342,49 @@ impl RawOptions {
             .unwrap_or(2);
         let workers = number(&o.workers, "workers", 1, 64, cpus.min(64))? as usize;
         let admin_token = read_admin_token(o.admin_token_file.as_deref())?;
+        let erp_settings = match o.erp_settings_url.as_deref() {
+            None => None,
+            Some(url) => {
+                if !url.starts_with("http://")
+                    || url.len() <= 8
+                    || url.bytes().any(|b| b.is_ascii_control() || b == b' ')
+                {
+                    return Err(err(
+                        "erp_settings_url",
+                        format!("`{url}` is not an http:// URL (the ERP's internal address, e.g. http://127.0.0.1:8069/session_timeout/settings)"),
+                    ));
+                }
+                if timeout_s.is_some() {
+                    return Err(err(
+                        "timeout",
+                        "the idle timeout is set in the ERP when --erp-settings-url is given (Odoo: General Settings, Session timeout); remove --timeout",
+                    ));
+                }
+                let interval = Duration::from_millis(number(
+                    &o.erp_settings_interval_ms,
+                    "erp_settings_interval_ms",
+                    200,
+                    600_000,
+                    2000,
+                )?);
+                let token = read_token(
+                    o.erp_token_file.as_deref(),
+                    "erp_token_file",
+                    "SESSION_TIMEOUT_ERP_TOKEN",
+                )?
+                .ok_or_else(|| {
+                    err(
+                        "erp_token_file",
+                        "--erp-settings-url needs a token: --erp-token-file or SESSION_TIMEOUT_ERP_TOKEN (the value of session_timeout_token in odoo.conf)",
+                    )
+                })?;
+                Some(ErpSettings {
+                    url: url.to_string(),
+                    token,
+                    interval,
+                })
+            }
+        };
         let secret_file = o.secret_file.unwrap_or_else(|| {
             let mut s = db.clone().into_os_string();
             s.push(".secret");
@@ -331,6 +410,7 @@ impl RawOptions {
             // Expiries are decided when a session is asked about; the sweep
             // only records the ones nobody asked about (at their deadline).
             sweep_interval: Duration::from_secs(2),
+            erp_settings,
         })
     }
 }
@@ -389,27 +469,31 @@ fn check_url(field: &str, u: &str) -> Result<(), ConfigError> {
 }
 
 fn read_admin_token(file: Option<&Path>) -> Result<Option<String>, ConfigError> {
+    read_token(file, "admin_token_file", "SESSION_TIMEOUT_ADMIN_TOKEN")
+}
+
+/// A bearer token from a file or, without one, from an environment variable;
+/// at least 16 characters.
+fn read_token(file: Option<&Path>, field: &str, env: &str) -> Result<Option<String>, ConfigError> {
     let token = match file {
         Some(f) => Some(
             std::fs::read_to_string(f)
-                .map_err(|e| {
-                    err(
-                        "admin_token_file",
-                        format!("cannot read {}: {e}", f.display()),
-                    )
-                })?
+                .map_err(|e| err(field, format!("cannot read {}: {e}", f.display())))?
                 .trim()
                 .to_string(),
         ),
-        None => std::env::var("SESSION_TIMEOUT_ADMIN_TOKEN")
-            .ok()
-            .map(|t| t.trim().to_string()),
+        None => std::env::var(env).ok().map(|t| t.trim().to_string()),
     };
     match token {
         Some(t) if t.len() < 16 => Err(ConfigError {
-            field: "admin token".into(),
-            message: "it must be at least 16 characters long (use e.g. `openssl rand -hex 32`)"
-                .into(),
+            field: if file.is_some() {
+                format!("--{}", field.replace('_', "-"))
+            } else {
+                env.to_string()
+            },
+            message:
+                "the token must be at least 16 characters long (use e.g. `openssl rand -hex 32`)"
+                    .into(),
         }),
         other => Ok(other),
     }
@@ -512,6 +596,66 @@ mod tests {
             assert_eq!(e.field, field);
             assert!(e.to_string().contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn the_erp_owns_the_timeout_with_a_token_and_without_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("erp-token");
+        std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+        let erp = |url: &str| RawOptions {
+            erp_settings_url: Some(url.into()),
+            erp_token_file: Some(token.clone()),
+            ..raw()
+        };
+        let s = erp("http://127.0.0.1:8069/session_timeout/settings")
+            .resolve("127.0.0.1:1")
+            .unwrap();
+        let e = s.erp_settings.unwrap();
+        assert_eq!(e.token, "0123456789abcdef0123");
+        assert_eq!(e.interval, Duration::from_secs(2));
+        let cases = [
+            (
+                erp("https://erp/x"),
+                "--erp-settings-url",
+                "not an http:// URL",
+            ),
+            (
+                RawOptions {
+                    timeout: Some("600".into()),
+                    ..erp("http://127.0.0.1:8069/session_timeout/settings")
+                },
+                "--timeout",
+                "set in the ERP",
+            ),
+            (
+                RawOptions {
+                    erp_token_file: Some(dir.path().join("missing")),
+                    ..erp("http://127.0.0.1:8069/x")
+                },
+                "--erp-token-file",
+                "cannot read",
+            ),
+            (
+                RawOptions {
+                    erp_settings_interval_ms: Some("50".into()),
+                    ..erp("http://127.0.0.1:8069/x")
+                },
+                "--erp-settings-interval-ms",
+                "200 to 600000",
+            ),
+        ];
+        for (o, field, needle) in cases {
+            let e = o.resolve("127.0.0.1:1").unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        std::fs::write(&token, "short").unwrap();
+        let e = erp("http://127.0.0.1:8069/x")
+            .resolve("127.0.0.1:1")
+            .unwrap_err();
+        assert_eq!(e.field, "--erp-token-file");
+        assert!(e.to_string().contains("at least 16"), "{e}");
     }
 
     #[test]

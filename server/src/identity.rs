@@ -75,8 +75,9 @@ pub fn parse_session_info(status: u16, body: &[u8]) -> Lookup {
     match result.get("is_internal_user") {
         Some(Value::Bool(true)) => Lookup::Internal { uid },
         Some(Value::Bool(false)) => Lookup::Portal { uid },
-        // Odoo 17 may leave the flag out for a logged-in user; when in doubt
-        // the session is timed, never exempt.
+        // Real Odoo 17 and 18 always send the flag for a logged-in user; an
+        // answer without it is not Odoo's, and such a session is timed, never
+        // exempted on a guess.
         None => Lookup::Internal { uid },
         Some(other) => Lookup::Unknown(format!(
             "session-info `is_internal_user` is not a boolean: {}",

@@ -8,6 +8,7 @@
 //! - `store`: sessions in memory, mirrored to SQLite by one writer thread.
 //! - `sessions`: the engine tying policy, store and ERP lookup together.
 //! - `identity`: asks the ERP who owns a session (Odoo JSON-RPC).
+//! - `erp_settings`: reads the idle timeout from the ERP when it owns it.
 //! - `routes`, `admin`, `error`: the HTTP API.
 //! - `config`: flags, environment and config file into typed `Settings`.
 //! - `startup`: wiring, used by `main` and the tests.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod erp_settings;
 pub mod error;
 pub mod identity;
 pub mod metrics;

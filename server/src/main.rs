@@ -109,6 +109,9 @@ async fn run(mut settings: Settings, demo: Option<(PathBuf, bool)>) -> i32 {
         }
     };
     startup::spawn_sweeper(&state, settings.sweep_interval);
+    if let Some(erp) = settings.erp_settings.clone() {
+        session_timeout::erp_settings::spawn_poller(state.clone(), erp, settings.lookup_timeout);
+    }
     let policy = state.sessions.store.policy();
     let server = match demo {
         Some((www, enforce)) => {

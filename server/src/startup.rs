@@ -116,7 +116,11 @@ pub async fn open_state(
             configured.lifetime = Some(l);
         }
     }
-    let admin = AdminState::new(settings.admin_token.as_deref(), configured);
+    let admin = AdminState::new(
+        settings.admin_token.as_deref(),
+        configured,
+        settings.erp_settings.as_ref().map(|e| e.url.as_str()),
+    );
     admin.apply(&store);
 
     let identity = IdentityConfig {

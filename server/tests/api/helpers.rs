@@ -17,6 +17,8 @@ pub struct Options {
     pub admin_token: bool,
     /// `None`: the app's own demo ERP; `Some(url)`: that URL.
     pub session_info_url: Option<String>,
+    /// The ERP owns the idle timeout (`--erp-settings-url`); the test starts the poller.
+    pub erp_settings: Option<session_timeout::config::ErpSettings>,
 }
 
 impl Default for Options {
@@ -26,6 +28,7 @@ impl Default for Options {
             lifetime: None,
             admin_token: true,
             session_info_url: None,
+            erp_settings: None,
         }
     }
 }
@@ -70,6 +73,7 @@ pub async fn spawn_in(dir: &Path, opts: Options, clock: Arc<ManualClock>) -> Tes
     };
     let mut settings = raw.resolve("127.0.0.1:0").unwrap();
     settings.admin_token = opts.admin_token.then(|| TOKEN.to_string());
+    settings.erp_settings = opts.erp_settings.clone();
     let state = startup::open_state(&settings, clock.clone()).await.unwrap();
     let www = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../www");
     let erp = DemoErp::new(www);

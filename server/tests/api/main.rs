@@ -10,6 +10,7 @@ mod api;
 mod cli;
 mod crash;
 mod durability;
+mod erp_settings;
 mod faults;
 mod fuzz;
 mod identity;

@@ -1,0 +1,212 @@
+//! The idle timeout owned by the ERP (`--erp-settings-url`). The ERP here is a
+//! stand-in for one route, in the shape of the Odoo addon's; the real addon
+//! in real Odoo 17 and 18 is tested by tests/e2e/odoo.test.mjs.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use session_timeout::config::ErpSettings;
+use session_timeout::erp_settings::spawn_poller;
+
+use crate::helpers::*;
+
+const ERP_TOKEN: &str = "erp-token-0123456789abcdef";
+
+/// The addon's `GET /session_timeout/settings`: the stored parameter, behind the token.
+async fn erp_route(value: Arc<Mutex<serde_json::Value>>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || {
+        let value = value.clone();
+        App::new().route(
+            "/session_timeout/settings",
+            web::get().to(move |req: HttpRequest| {
+                let value = value.clone();
+                async move {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok());
+                    if auth != Some(&format!("Bearer {ERP_TOKEN}")) {
+                        return HttpResponse::Unauthorized().json(
+                            serde_json::json!({"error": "token_wrong", "message": "wrong token"}),
+                        );
+                    }
+                    let v = value.lock().unwrap().clone();
+                    HttpResponse::Ok()
+                        .json(serde_json::json!({ "activity_session_timeout_key": v }))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_rt::spawn(server);
+    format!("http://{addr}/session_timeout/settings")
+}
+
+async fn effective_when(app: &TestApp, want: u64) -> serde_json::Value {
+    for _ in 0..100 {
+        let s = app.admin("GET", "settings", None).await.body;
+        if s["activity_session_timeout_key"]["effective"] == want {
+            return s;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the sidecar never enforced {want} s");
+}
+
+#[actix_rt::test]
+async fn the_timeout_set_in_the_erp_is_enforced_and_the_admin_api_cannot_change_it() {
+    let value = Arc::new(Mutex::new(serde_json::json!("20")));
+    let url = erp_route(value.clone()).await;
+    let erp = ErpSettings {
+        url: url.clone(),
+        token: ERP_TOKEN.into(),
+        interval: Duration::from_millis(100),
+    };
+    let app = spawn_with(Options {
+        timeout: None,
+        erp_settings: Some(erp.clone()),
+        ..Default::default()
+    })
+    .await;
+    spawn_poller(app.state.clone(), erp.clone(), Duration::from_secs(1));
+
+    let s = effective_when(&app, 20).await;
+    assert_eq!(s["activity_session_timeout_key"]["source"], "erp");
+    assert_eq!(s["erp"]["url"], url.as_str());
+    assert!(s["erp"]["last_ok_ms"].as_u64().is_some());
+    // A session opened now gets the ERP's timeout.
+    let cookie = app.login("admin").await;
+    let r = app
+        .request("GET", &app.api("check"), Some(&cookie), &[], None)
+        .await;
+    assert_eq!(r.body["timeout_s"], 20);
+
+    // The sidecar's API and CLI refuse to disagree with the ERP.
+    let r = app
+        .admin(
+            "PUT",
+            "settings",
+            Some(r#"{"activity_session_timeout_key": 600}"#),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (409, Some("managed_by_erp"))
+    );
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("General Settings"));
+    // The absolute lifetime is still the sidecar's.
+    let r = app
+        .admin("PUT", "settings", Some(r#"{"absolute_lifetime_s": 3600}"#))
+        .await;
+    assert_eq!(r.status, 200);
+
+    // Changed in the ERP: applied, audited as coming from the ERP.
+    *value.lock().unwrap() = serde_json::json!("45");
+    effective_when(&app, 45).await;
+    // Invalid or unset in the ERP: 300, as the addon's field shows.
+    *value.lock().unwrap() = serde_json::json!("abc");
+    let s = effective_when(&app, 300).await;
+    assert_eq!(s["activity_session_timeout_key"]["configured"], "abc");
+    assert_eq!(s["activity_session_timeout_key"]["valid"], false);
+    *value.lock().unwrap() = serde_json::json!("45");
+    effective_when(&app, 45).await;
+    *value.lock().unwrap() = serde_json::Value::Null;
+    effective_when(&app, 300).await;
+    let audit = app
+        .admin("GET", "audit?limit=1000", None)
+        .await
+        .body
+        .to_string();
+    assert!(
+        audit.contains("activity_session_timeout_key: 20 -> 45 (from the ERP)"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("activity_session_timeout_key: 45 -> (unset) (from the ERP)"),
+        "{audit}"
+    );
+
+    // Back at 45; then the ERP goes away: the last value read stays in force,
+    // and the admin API says why it is not refreshed.
+    *value.lock().unwrap() = serde_json::json!("45");
+    effective_when(&app, 45).await;
+    let dead = ErpSettings {
+        url: "http://127.0.0.1:9/session_timeout/settings".into(),
+        ..erp
+    };
+    let dir = app.dir.clone();
+    let (_, clock, tmp) = app.stop().await;
+    let app = spawn_in(
+        &dir,
+        Options {
+            timeout: None,
+            erp_settings: Some(dead.clone()),
+            ..Default::default()
+        },
+        clock,
+    )
+    .await;
+    spawn_poller(app.state.clone(), dead, Duration::from_millis(300));
+    let mut last_error = serde_json::Value::Null;
+    for _ in 0..100 {
+        last_error = app.admin("GET", "settings", None).await.body["erp"]["last_error"].clone();
+        if !last_error.is_null() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        last_error
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot reach the ERP"),
+        "{last_error}"
+    );
+    let s = app.admin("GET", "settings", None).await.body;
+    assert_eq!(
+        s["activity_session_timeout_key"]["effective"], 45,
+        "kept across the restart"
+    );
+    drop(tmp);
+}
+
+#[actix_rt::test]
+async fn a_wrong_token_is_reported_and_changes_nothing() {
+    let value = Arc::new(Mutex::new(serde_json::json!("20")));
+    let url = erp_route(value).await;
+    let erp = ErpSettings {
+        url,
+        token: "not-the-erp-token-0000".into(),
+        interval: Duration::from_millis(100),
+    };
+    let app = spawn_with(Options {
+        timeout: None,
+        erp_settings: Some(erp.clone()),
+        ..Default::default()
+    })
+    .await;
+    spawn_poller(app.state.clone(), erp, Duration::from_secs(1));
+    let mut s = serde_json::Value::Null;
+    for _ in 0..100 {
+        s = app.admin("GET", "settings", None).await.body;
+        if !s["erp"]["last_error"].is_null() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = s["erp"]["last_error"].as_str().unwrap_or("");
+    assert!(
+        e.contains("refused the token") && e.contains("session_timeout_token"),
+        "{e}"
+    );
+    assert_eq!(s["activity_session_timeout_key"]["effective"], 300);
+}
