@@ -11,7 +11,7 @@ const meta = (name) => document.querySelector(`meta[name="session-timeout-${name
 const store = (f) => { try { return f(localStorage); } catch { return -1; } };
 
 function host(base) {
-  let channel, onStorage, expiredUrl;
+  let channel, onStorage, expiredUrl, warned;
   let logoutUrl = "/web/session/logout";
   const send = (code, a, b) => dispatch(h, code, a || 0, b || 0);
   const deliver = (m) => Array.isArray(m) && send(...m);
@@ -27,7 +27,8 @@ function host(base) {
       (onDocument ? document : window)[add ? "addEventListener" : "removeEventListener"](kind, fn(code), { passive: true, capture }),
     setTimer: (ms) => setTimeout(fn(23), ms),
     clearTimer: (t) => clearTimeout(t),
-    // Answers dispatch(0 failed | 1 active | 2 exempt | 3 expired | 4 no session | 5 config, a, b).
+    // Answers dispatch(0 failed | 1 active | 2 exempt | 3 expired | 4 no session | 5 config, a, b)
+    // (active: a = remaining ms, b = timeout s; config: a = timeout s, b = heartbeat interval ms).
     request(kind, idleMs) {
       const init = { credentials: "same-origin", cache: "no-store", keepalive: kind === 3 };
       if (kind > 1) {
@@ -48,10 +49,15 @@ function host(base) {
             return [5, j.timeout_s, j.heartbeat_interval_ms ?? -1];
           }
           if (kind && j.state === "expired") expiredUrl = j.logout_url;
-          return [kind && { active: 1, exempt: 2, expired: 3 }[j.state], j.remaining_ms];
+          return [kind && { active: 1, exempt: 2, expired: 3 }[j.state], j.remaining_ms, j.timeout_s];
         })
         .catch(() => [0])
-        .then((m) => send(...m));
+        .then((m) => {
+          // One warning per outage (the client retries with backoff; the server still enforces).
+          if (m[0]) warned = 0;
+          else if (!warned) warned = console.warn(`session timeout: no answer from ${base}; retrying`) ?? 1;
+          send(...m);
+        });
     },
     open() {
       try {

@@ -195,12 +195,20 @@ enum Request {
     Heartbeat { activity_at: Millis },
 }
 
+/// The heartbeat interval for a timeout when the server names none: a
+/// quarter of it, 1 s to `MAX_DEFAULT_INTERVAL_MS` (the server's own rule).
+fn default_interval_ms(timeout_ms: u64) -> u64 {
+    (timeout_ms / 4).min(MAX_DEFAULT_INTERVAL_MS).max(1_000)
+}
+
 /// The client state machine. See the module documentation.
 #[derive(Debug)]
 pub struct Core {
     phase: Phase,
     /// The heartbeat interval; `None` until the configuration arrives.
     interval_ms: Option<u64>,
+    /// The idle timeout the server last named.
+    timeout_ms: u64,
     visible: bool,
     /// Latest input seen in this tab.
     own_input: Millis,
@@ -250,6 +258,7 @@ impl Core {
         let mut core = Core {
             phase: Phase::Starting,
             interval_ms: None,
+            timeout_ms: 0,
             visible: visibility == Visibility::Visible,
             own_input: Millis(0),
             handed_over: Millis(0),
@@ -281,6 +290,18 @@ impl Core {
     /// The latest input known to this tab (its own or a peer's).
     pub fn last_input(&self) -> Millis {
         self.last_input
+    }
+
+    /// The idle timeout an "active" answer named. An administrator can
+    /// change it while pages are open; the heartbeat interval follows a
+    /// change, or an active user's heartbeats would come too rarely for a
+    /// shorter timeout and the server would end the session under them.
+    pub fn handle_timeout(&mut self, timeout_ms: u64) {
+        if self.interval_ms.is_none() || timeout_ms == 0 || timeout_ms == self.timeout_ms {
+            return;
+        }
+        self.timeout_ms = timeout_ms;
+        self.interval_ms = Some(default_interval_ms(timeout_ms));
     }
 
     /// The heartbeat interval in force (`None` before the configuration).
@@ -352,9 +373,10 @@ impl Core {
                 #[allow(clippy::manual_clamp)]
                 let interval_ms = match heartbeat_interval_ms {
                     Some(ms) => ms.min(timeout_ms).max(1_000),
-                    None => (timeout_ms / 4).min(MAX_DEFAULT_INTERVAL_MS).max(1_000),
+                    None => default_interval_ms(timeout_ms),
                 };
                 self.interval_ms = Some(interval_ms);
+                self.timeout_ms = timeout_ms;
                 if self.phase == Phase::Starting {
                     self.phase = Phase::Running;
                 }

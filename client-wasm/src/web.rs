@@ -243,12 +243,16 @@ pub fn dispatch(host: &Host, code: u32, a: f64, b: f64) {
     };
     let ms = |x: f64| Millis(if x >= 0.0 { x as u64 } else { 0 });
     run(host, |core, now| match code {
-        ACTIVE => core.handle_server_reply(
-            now,
-            Reply::Active {
-                remaining_ms: ms(a).0,
-            },
-        ),
+        ACTIVE => {
+            // `b`: the timeout in force, in seconds (0 when not sent).
+            core.handle_timeout(ms(b * 1000.0).0);
+            core.handle_server_reply(
+                now,
+                Reply::Active {
+                    remaining_ms: ms(a).0,
+                },
+            )
+        }
         EXEMPT => core.handle_server_reply(now, Reply::Exempt),
         EXPIRED => core.handle_server_reply(now, Reply::Expired),
         NO_SESSION => core.handle_server_reply(now, Reply::NoSession),

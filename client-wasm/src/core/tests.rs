@@ -110,6 +110,32 @@ fn default_interval_is_a_quarter_of_the_timeout_capped_at_a_minute() {
 }
 
 #[test]
+fn a_timeout_changed_on_the_server_changes_the_heartbeat_interval() {
+    // An administrator lowers the timeout from 300 s to 10 s while the page is
+    // open: with the old 60 s interval, an active user's heartbeats would come
+    // after the session had ended under them.
+    let mut core = started(Visibility::Visible);
+    assert_eq!(core.heartbeat_interval_ms(), Some(INTERVAL));
+    core.handle_timeout(10_000);
+    assert_eq!(core.heartbeat_interval_ms(), Some(2_500));
+    report_input(&mut core, at(1_000));
+    core.handle_activity(at(2_000));
+    assert_eq!(drain(&mut core), []);
+    assert_eq!(
+        core.poll_deadline(),
+        Some(at(3_500)),
+        "the next heartbeat slot is 2.5 s after the last"
+    );
+    // The same timeout again, or none named, changes nothing.
+    core.handle_timeout(10_000);
+    core.handle_timeout(0);
+    assert_eq!(core.heartbeat_interval_ms(), Some(2_500));
+    // Raised again: the interval grows back, capped at a minute.
+    core.handle_timeout(3_600_000);
+    assert_eq!(core.heartbeat_interval_ms(), Some(60_000));
+}
+
+#[test]
 fn config_failure_is_retried_with_backoff() {
     let mut core = Core::new(T0, Visibility::Visible, 0);
     drain(&mut core);
