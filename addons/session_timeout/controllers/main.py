@@ -1,0 +1,57 @@
+"""The route the session-timeout sidecar reads the idle timeout from.
+
+The system parameter ``activity_session_timeout_key`` is the one source of
+truth for the idle timeout. The sidecar (started with ``--erp-settings-url``)
+reads it here every two seconds and enforces it; it never writes it. The
+sidecar proves itself with a bearer token, the option ``session_timeout_token``
+of odoo.conf (the same value as the sidecar's ``--erp-token-file``). The token
+lives in server files only: it is never stored in the database or sent to a
+browser.
+"""
+
+import hmac
+import json
+
+from odoo import http
+from odoo.http import request
+from odoo.tools import config
+
+from ..models.res_config_settings import TIMEOUT_KEY
+
+MIN_TOKEN_LENGTH = 16
+
+
+def _json(status, body):
+    return request.make_response(
+        json.dumps(body),
+        headers=[("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+        status=status,
+    )
+
+
+class SessionTimeoutSettings(http.Controller):
+    @http.route(
+        "/session_timeout/settings",
+        type="http",
+        auth="none",
+        methods=["GET"],
+        csrf=False,
+        save_session=False,
+    )
+    def settings(self):
+        expected = str(config.get("session_timeout_token") or "")
+        if len(expected) < MIN_TOKEN_LENGTH:
+            return _json(403, {
+                "error": "token_not_configured",
+                "message": "set session_timeout_token (at least %d characters) in odoo.conf, "
+                           "the same value as the sidecar's --erp-token-file" % MIN_TOKEN_LENGTH,
+            })
+        given = request.httprequest.headers.get("Authorization", "")
+        given = given[len("Bearer "):].strip() if given.startswith("Bearer ") else ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return _json(401, {
+                "error": "token_wrong",
+                "message": "send Authorization: Bearer <session_timeout_token of odoo.conf>",
+            })
+        raw = request.env["ir.config_parameter"].sudo().get_param(TIMEOUT_KEY)
+        return _json(200, {TIMEOUT_KEY: raw if raw is not False else None})
