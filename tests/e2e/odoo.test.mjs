@@ -1,0 +1,344 @@
+// The addon in real Odoo 17.0 and 18.0 (issue #9): `make addon`'s output
+// installed into a real Odoo server on real PostgreSQL, the sidecar beside it
+// reading the timeout from the addon, real nginx with deploy/nginx as shipped
+// in front, and real headless Chromium. Runs whenever an Odoo tree is found
+// (ODOO_SRC_17 / ODOO_SRC_18, or ../shared/odoo/<series>); prints SKIPPED when
+// none is, and fails instead of skipping when CI=true.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { launch, sleep, waitFor } from './harness.mjs';
+import { Client, startNginx, LOGOUT_URL } from './proxy-harness.mjs';
+import { DIST, OdooRpc, odooTree, startOdoo, startOdooSidecar } from './odoo-harness.mjs';
+
+// ODOO_SERIES=17.0 runs one series only (while working on it); make test runs both.
+const SERIES = (process.env.ODOO_SERIES || '17.0,18.0').split(',');
+const CI = process.env.CI === 'true';
+const SHORT_S = 10; // the short timeout set through the settings field
+
+let browser;
+before(async () => { browser = await launch(); });
+after(async () => { await browser?.close(); });
+
+/** A browser context with everything a user would notice recorded. */
+async function openPage(stack, name) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const seen = { errors: [], warnings: [], dialogs: [], wasm: [] };
+  page.on('console', (m) => {
+    if (m.type() === 'error') seen.errors.push(m.text());
+    if (m.type() === 'warning') seen.warnings.push(m.text());
+  });
+  page.on('pageerror', (e) => seen.errors.push(`pageerror: ${e.message}`));
+  page.on('dialog', (d) => { seen.dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+  page.on('response', (r) => {
+    if (r.url().endsWith('.wasm')) seen.wasm.push({ url: r.url(), status: r.status(), type: r.headers()['content-type'] });
+  });
+  stack.contexts.push(context);
+  return { name, context, page, seen };
+}
+
+/** Logs in through Odoo's own login form, as a user would. */
+async function loginForm({ page }, base, user) {
+  await page.goto(`${base}/web/login`);
+  await page.fill('input[name="login"]', user);
+  await page.fill('input[name="password"]', user);
+  await Promise.all([page.waitForURL((u) => u.pathname !== '/web/login', { timeout: 30000 }), page.click('button[type="submit"]')]);
+}
+
+const backOfficeShown = ({ page }) => page.locator('.o_main_navbar').first().waitFor({ state: 'visible', timeout: 60000 });
+const path_ = (page) => new URL(page.url()).pathname;
+/** In the back office: /web on 17; /odoo or an app under it (/odoo/discuss) on 18. */
+const inBackOffice = (page, bo) => path_(page) === bo || path_(page).startsWith(`${bo}/`);
+const cookieOf = async ({ context }) => (await context.cookies()).find((c) => c.name === 'session_id')?.value;
+
+/** The service's handle in the running web client: { phase, deadline, ... } or null. */
+async function serviceState({ page }) {
+  await page.waitForFunction(() => window.odoo?.__WOWL_DEBUG__?.root?.env?.services, null, { timeout: 30000 });
+  return page.evaluate(async () => {
+    const service = odoo.__WOWL_DEBUG__.root.env.services.session_timeout;
+    if (!service) return { registered: false };
+    const handle = await service.ready;
+    return { registered: true, started: !!handle, ...(handle ? handle.state() : {}) };
+  });
+}
+
+/** Waits until the client has its first answer and nothing is in flight. */
+async function clientSettled(p) {
+  await waitFor(async () => {
+    const s = await serviceState(p);
+    return s.started && s.phase !== 'starting' && (s.phase !== 'running' || s.deadline > 0);
+  }, { timeoutMs: 20000, what: 'the session timeout client to settle' });
+}
+
+/** General Settings, "Session timeout (seconds)": types a value and saves, as an administrator does. */
+async function setTimeoutField(p, stack, value) {
+  const { page } = p;
+  const url = stack.odoo.series === '17.0'
+    ? `${stack.url}/web#action=base_setup.action_general_configuration`
+    : `${stack.url}/odoo/action-base_setup.action_general_configuration`;
+  await page.goto(url);
+  const input = page.locator('div[name="session_timeout_seconds"] input');
+  await input.waitFor({ state: 'visible', timeout: 30000 });
+  await input.fill(String(value));
+  const saved = page.waitForEvent('load', { timeout: 30000 }); // Odoo reloads the client after saving settings
+  await page.locator('.o_form_button_save').first().click();
+  await saved;
+  await backOfficeShown(p);
+}
+
+async function fieldValue({ page }) {
+  const input = page.locator('div[name="session_timeout_seconds"] input');
+  await input.waitFor({ state: 'visible', timeout: 30000 });
+  return input.inputValue();
+}
+
+/** Waits for the sidecar to enforce a timeout; returns how long that took. */
+function sidecarEnforces(stack, seconds, what) {
+  return waitFor(async () => (await stack.sidecar.settings()).activity_session_timeout_key.effective === seconds,
+    { timeoutMs: 10000, stepMs: 100, what });
+}
+
+const noErrorDialog = async ({ page }) =>
+  assert.equal(await page.locator('.o_error_dialog, .o_dialog .modal-dialog').count(), 0, 'no dialog in the page');
+
+async function withOdoo(series, fn) {
+  const dir = mkdtempSync(path.join(tmpdir(), `st-odoo-${series}-`));
+  const stack = { contexts: [], dir, logs: [] };
+  const erpToken = randomBytes(24).toString('hex');
+  const adminToken = randomBytes(24).toString('hex');
+  const started = Date.now();
+  try {
+    stack.odoo = await startOdoo({ series, dir, token: erpToken });
+    stack.logs.push(() => stack.odoo.log());
+    stack.rpc = new OdooRpc(stack.odoo.url, stack.odoo.db);
+    await stack.rpc.login('admin');
+    await stack.rpc.install('session_timeout');
+    stack.sidecar = await startOdooSidecar({ odoo: stack.odoo, dir, erpToken, adminToken });
+    stack.logs.push(() => stack.sidecar.log());
+    stack.nginx = await startNginx({ dir: path.join(dir, 'nginx'), erpPort: stack.odoo.port, sidecarPort: stack.sidecar.port });
+    stack.logs.push(() => stack.nginx.log());
+    stack.url = stack.nginx.url;
+    console.log(`# ${series}: Odoo, addon, sidecar and nginx ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    await fn(stack);
+  } catch (e) {
+    e.message += `\n${stack.logs.map((l) => l()).join('\n').slice(-12000)}`;
+    throw e;
+  } finally {
+    for (const c of stack.contexts) await c.close().catch(() => {});
+    for (const s of [stack.ungated, stack.nginx, stack.sidecar]) await s?.stop().catch(() => {});
+    await stack.odoo?.stop();
+    rmSync(dir, { recursive: true, force: true });
+    console.log(`# ${series}: ${((Date.now() - started) / 1000).toFixed(1)} s in all`);
+  }
+}
+
+for (const series of SERIES) {
+  const found = (() => { try { return odooTree(series); } catch (e) { return e; } })();
+  const built = existsSync(path.join(DIST, series, 'session_timeout', '__manifest__.py'));
+  let skip = false;
+  if (found instanceof Error) throw found;
+  if (!found) {
+    if (CI) {
+      test(`Odoo ${series}: an Odoo tree is required with CI=true`, () => {
+        assert.fail(`no Odoo ${series} tree (set ODOO_SRC_${series.split('.')[0]} or provide ../shared/odoo/${series})`);
+      });
+      continue;
+    }
+    console.log(`SKIPPED: Odoo ${series} tests (no Odoo tree: set ODOO_SRC_${series.split('.')[0]} or provide ../shared/odoo/${series})`);
+    skip = `no Odoo ${series} tree`;
+  }
+  test(`Odoo ${series}: the addon built by make addon, in real Odoo behind nginx, in Chromium`, { skip, concurrency: true }, async (t) => {
+    assert.ok(built, `dist/addons/${series}/session_timeout is missing: run make addon`);
+    await withOdoo(series, async (stack) => {
+      const { odoo, sidecar } = stack;
+      const bo = odoo.backOffice;
+
+      // 1. admin logs in; the back office renders; no console error; the service runs its wasm.
+      const a = await openPage(stack, 'admin A');
+      await t.test('1. admin logs in: the back office renders, no console error, the service runs the wasm', async () => {
+        await loginForm(a, stack.url, 'admin');
+        assert.ok(inBackOffice(a.page, bo), `lands on ${bo}: ${a.page.url()}`);
+        await backOfficeShown(a);
+        await clientSettled(a);
+        const s = await serviceState(a);
+        assert.equal(s.registered, true, 'the session_timeout service is registered');
+        assert.equal(s.phase, 'running', 'the client runs (internal user, timed)');
+        assert.ok(s.listeners > 0, 'input listeners attached');
+        assert.equal(a.seen.wasm.length, 1, `the wasm was fetched once: ${JSON.stringify(a.seen.wasm)}`);
+        const [w] = a.seen.wasm;
+        assert.equal(w.status, 200);
+        assert.equal(w.type, 'application/wasm');
+        assert.match(w.url, /\/session_timeout\/static\/lib\/[0-9a-f]{12}\/pkg\/session_timeout_client_bg\.wasm$/, 'versioned URL');
+        assert.deepEqual(a.seen.errors, [], 'no console error');
+        assert.deepEqual(a.seen.dialogs, []);
+        const cfg = await sidecar.settings();
+        assert.equal(cfg.activity_session_timeout_key.source, 'erp');
+        assert.equal(cfg.activity_session_timeout_key.effective, 300, 'the default until an administrator sets one');
+      });
+
+      // 5 (first half) and 2: the short timeout set in General Settings reaches the sidecar,
+      // and applies to A's session, opened before the change.
+      const cookieA = await cookieOf(a);
+      await t.test('5a. the timeout typed in General Settings is enforced within seconds, without a restart', async () => {
+        const t0 = Date.now();
+        await setTimeoutField(a, stack, SHORT_S);
+        const took = Date.now() - t0 + await sidecarEnforces(stack, SHORT_S, `the sidecar to enforce ${SHORT_S} s`);
+        console.log(`# ${series}: settings saved and enforced by the sidecar in ${took} ms`);
+        assert.ok(took < 8000, `enforced ${took} ms after clicking Save`);
+        assert.equal(await fieldValue(a), String(SHORT_S), 'the field shows the value');
+        const params = await stack.rpc.kw('ir.config_parameter', 'get_param', ['activity_session_timeout_key']);
+        assert.equal(params, String(SHORT_S), 'stored as the system parameter activity_session_timeout_key');
+        const changed = (await sidecar.admin('audit?limit=1000')).body.events.map((e) => e.detail || JSON.stringify(e)).join('\n');
+        assert.match(changed, new RegExp(`activity_session_timeout_key: .* -> ${SHORT_S} \\(from the ERP\\)`), 'audited');
+        const refused = await sidecar.admin('settings', { method: 'PUT', body: JSON.stringify({ activity_session_timeout_key: 600 }) });
+        assert.equal(refused.status, 409, 'the sidecar API refuses to disagree with the Odoo field');
+        assert.equal(refused.body.error, 'managed_by_erp');
+      });
+
+      // The users of 2, 3 and 4 log in now, under the short timeout, so that their timeouts run together.
+      const b = await openPage(stack, 'admin B (idle)');
+      const c = await openPage(stack, 'admin C (active)');
+      const d = await openPage(stack, 'portal D');
+      await loginForm(b, stack.url, 'admin');
+      await backOfficeShown(b);
+      await loginForm(c, stack.url, 'admin');
+      await backOfficeShown(c);
+      await loginForm(d, stack.url, 'portal');
+      const cookieB = await cookieOf(b);
+      const cookieD = await cookieOf(d);
+
+      const idle = t.test('2. idle past the timeout: the tab lands on /web/login on time; the old cookie is refused', async () => {
+        await clientSettled(b);
+        const { state, remaining_ms: remaining } = await sidecar.check(cookieB);
+        assert.equal(state, 'active');
+        assert.ok(remaining <= SHORT_S * 1000, `under the ${SHORT_S} s timeout (${remaining} ms left)`);
+        const t0 = Date.now();
+        await waitFor(() => path_(b.page) === '/web/login', { timeoutMs: remaining + 6000, stepMs: 50, what: 'the login page' });
+        const late = Date.now() - t0 - remaining;
+        console.log(`# ${series}: idle tab on the login page ${late} ms after the deadline`);
+        assert.ok(late > -300, `not before the deadline (${late} ms)`);
+        assert.ok(late <= 2500, `within 2.5 s of the deadline (${late} ms late)`);
+        assert.equal((await sidecar.check(cookieB)).state, 'expired');
+        const old = new Client(stack.url);
+        old.setCookie('session_id', cookieB);
+        const page = await old.get(bo);
+        assert.equal(page.status, 303, `${bo} with the old cookie is refused`);
+        assert.equal(page.location, LOGOUT_URL);
+        const rpc = await old.post('/web/dataset/call_kw/res.users/read', { json: { jsonrpc: '2.0', method: 'call', params: {} } });
+        assert.equal(rpc.status, 303, 'a JSON-RPC call with the old cookie is refused');
+        assert.deepEqual(b.seen.dialogs, []);
+        await noErrorDialog(b);
+      });
+
+      const before = t.test('5b. a session open before the change ends on the new timeout; reloaded, its tab shows the login page', async () => {
+        // A opened its session under 300 s, then saved 10 s and went idle.
+        await waitFor(async () => (await sidecar.check(cookieA)).state === 'expired',
+          { timeoutMs: (SHORT_S + 10) * 1000, what: "A's session to end on the new timeout" });
+        const old = new Client(stack.url);
+        old.setCookie('session_id', cookieA);
+        assert.equal((await old.get(bo)).status, 303, "A's cookie is refused by nginx");
+        // The tab learns it at its next contact with the sidecar (a heartbeat once its
+        // slot opens, its deadline check) or at once on any page load: nginx refuses it.
+        await a.page.reload();
+        assert.equal(path_(a.page), '/web/login', "A's tab reloaded shows the login page");
+        assert.deepEqual(a.seen.dialogs, []);
+      });
+
+      const active = t.test('3. an active user (mouse and keys every few seconds) stays in for 3 timeouts', async () => {
+        const end = Date.now() + 3 * SHORT_S * 1000 + 2000;
+        let x = 10;
+        while (Date.now() < end) {
+          x = x === 10 ? 300 : 10;
+          await c.page.mouse.move(x, 300, { steps: 3 });
+          await c.page.keyboard.press('Shift');
+          await sleep(2500);
+        }
+        assert.ok(inBackOffice(c.page, bo), `still in the back office (${c.page.url()})`);
+        assert.equal((await sidecar.check(await cookieOf(c))).state, 'active');
+        assert.deepEqual(c.seen.errors, [], 'no console error');
+      });
+
+      const portal = t.test('4. a portal user stays on /my for 3 timeouts', async () => {
+        assert.equal(path_(d.page), '/my');
+        await sleep(3 * SHORT_S * 1000 + 2000);
+        const r = await d.page.reload();
+        assert.equal(r.status(), 200);
+        assert.equal(path_(d.page), '/my', 'still on /my after 3 timeouts idle');
+        assert.equal((await sidecar.check(cookieD)).state, 'exempt');
+      });
+      await Promise.all([idle, before, active, portal]);
+
+      await t.test('5c. a raised timeout applies to an open session; an invalid value falls back to 300', async () => {
+        // E opens its session under the 10 s timeout...
+        const e = await openPage(stack, 'admin E (idle)');
+        await loginForm(e, stack.url, 'admin');
+        await backOfficeShown(e);
+        await clientSettled(e);
+        const cookieE = await cookieOf(e);
+        const before = await sidecar.check(cookieE);
+        assert.ok(before.remaining_ms <= SHORT_S * 1000, 'E starts under the short timeout');
+        // ...then C sets an invalid value (0): it falls back to 300.
+        await setTimeoutField(c, stack, 0);
+        await sidecarEnforces(stack, 300, 'the sidecar to fall back to 300 s');
+        assert.equal(await fieldValue(c), '300', 'the field shows 300 for 0');
+        // E, idle, outlives its old deadline: the new timeout applies to it.
+        await sleep(before.remaining_ms + 3000);
+        assert.ok(inBackOffice(e.page, bo), `E is still in the back office past its old deadline (${e.page.url()})`);
+        const after = await sidecar.check(cookieE);
+        assert.equal(after.state, 'active');
+        assert.ok(after.remaining_ms > 250000, `E now has the 300 s timeout (${after.remaining_ms} ms left)`);
+        // A value that is not a number, set as a system parameter: 300 too.
+        await stack.rpc.kw('ir.config_parameter', 'set_param', ['activity_session_timeout_key', 'abc']);
+        await waitFor(async () => (await sidecar.settings()).activity_session_timeout_key.configured === 'abc',
+          { timeoutMs: 10000, what: 'the sidecar to read "abc"' });
+        const s = (await sidecar.settings()).activity_session_timeout_key;
+        assert.equal(s.effective, 300);
+        assert.equal(s.valid, false);
+        await c.page.reload();
+        assert.equal(await fieldValue(c), '300', 'the settings page opens and shows 300 for "abc"');
+        assert.deepEqual(c.seen.errors, [], 'no console error');
+      });
+
+      await t.test('6. sidecar stopped: the back office still loads, one warning, no error dialog', async () => {
+        await sidecar.stop();
+        // Routed around the gate (which refuses everything while the sidecar is down, by design):
+        // the service alone meets a sidecar that does not answer.
+        stack.ungated = await startNginx({ dir: path.join(stack.dir, 'nginx-ungated'), erpPort: odoo.port, sidecarPort: sidecar.port, gate: false });
+        const f = await openPage(stack, 'admin F (sidecar down)');
+        await loginForm(f, stack.ungated.url, 'admin');
+        await backOfficeShown(f);
+        await sleep(8000); // the client retries with backoff: 1, 2, 4 s...
+        await backOfficeShown(f);
+        const ours = f.seen.warnings.filter((w) => w.startsWith('session timeout:'));
+        assert.equal(ours.length, 1, `one warning from the service: ${JSON.stringify(f.seen.warnings)}`);
+        assert.match(ours[0], /no answer from \/session-timeout; retrying/);
+        const s = await serviceState(f);
+        assert.equal(s.started, true, 'the client is loaded and keeps trying');
+        assert.deepEqual(f.seen.dialogs, []);
+        await noErrorDialog(f);
+        assert.deepEqual(f.seen.errors.filter((m) => m.startsWith('pageerror')), [], 'no uncaught error');
+      });
+
+      await t.test('7. uninstalling the addon leaves a working back office', async () => {
+        await stack.rpc.uninstall('session_timeout');
+        const g = await openPage(stack, 'admin G (after uninstall)');
+        await loginForm(g, stack.ungated.url, 'admin');
+        await backOfficeShown(g);
+        const s = await serviceState(g);
+        assert.equal(s.registered, false, 'no session_timeout service any more');
+        const url = series === '17.0'
+          ? `${stack.ungated.url}/web#action=base_setup.action_general_configuration`
+          : `${stack.ungated.url}/odoo/action-base_setup.action_general_configuration`;
+        await g.page.goto(url);
+        await g.page.locator('.o_setting_container, .settings').first().waitFor({ state: 'visible', timeout: 30000 });
+        assert.equal(await g.page.locator('div[name="session_timeout_seconds"]').count(), 0, 'the field is gone');
+        assert.deepEqual(g.seen.errors, [], 'no console error');
+        await noErrorDialog(g);
+      });
+    });
+  });
+}
