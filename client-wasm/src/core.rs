@@ -197,6 +197,9 @@ enum Request {
 
 /// The heartbeat interval for a timeout when the server names none: a
 /// quarter of it, 1 s to `MAX_DEFAULT_INTERVAL_MS` (the server's own rule).
+/// min/max rather than clamp: clamp's "min > max" panic would link
+/// core::fmt into the wasm.
+#[allow(clippy::manual_clamp)]
 fn default_interval_ms(timeout_ms: u64) -> u64 {
     (timeout_ms / 4).min(MAX_DEFAULT_INTERVAL_MS).max(1_000)
 }
@@ -367,9 +370,8 @@ impl Core {
                 timeout_ms,
                 heartbeat_interval_ms,
             } => {
-                // A server-chosen interval is trusted, within sane bounds.
-                // min/max rather than clamp: clamp's "min > max" panic would
-                // link core::fmt into the wasm.
+                // A server-chosen interval is trusted, within sane bounds
+                // (min/max: see `default_interval_ms`).
                 #[allow(clippy::manual_clamp)]
                 let interval_ms = match heartbeat_interval_ms {
                     Some(ms) => ms.min(timeout_ms).max(1_000),

@@ -83,6 +83,7 @@ async function setTimeoutField(p, stack, value) {
   await page.goto(url);
   const input = page.locator('div[name="session_timeout_seconds"] input');
   await input.waitFor({ state: 'visible', timeout: 30000 });
+  await page.mouse.move(20, 200, { steps: 2 }); // the administrator's own activity
   await input.fill(String(value));
   const saved = page.waitForEvent('load', { timeout: 30000 }); // Odoo reloads the client after saving settings
   await page.locator('.o_form_button_save').first().click();
@@ -273,34 +274,43 @@ for (const series of SERIES) {
       await Promise.all([idle, before, active, portal]);
 
       await t.test('5c. a raised timeout applies to an open session; an invalid value falls back to 300', async () => {
-        // E opens its session under the 10 s timeout...
-        const e = await openPage(stack, 'admin E (idle)');
+        // E opens its session under the 10 s timeout and stays busy while an administrator (H) saves 0,
+        // an invalid value, in General Settings: it falls back to 300 s.
+        const e = await openPage(stack, 'admin E (open before the change)');
+        const h = await openPage(stack, 'admin H (settings)');
         await loginForm(e, stack.url, 'admin');
         await backOfficeShown(e);
         await clientSettled(e);
         const cookieE = await cookieOf(e);
-        const before = await sidecar.check(cookieE);
-        assert.ok(before.remaining_ms <= SHORT_S * 1000, 'E starts under the short timeout');
-        // ...then C sets an invalid value (0): it falls back to 300.
-        await setTimeoutField(c, stack, 0);
+        assert.ok((await sidecar.check(cookieE)).remaining_ms <= SHORT_S * 1000, 'E starts under the short timeout');
+        let busy = true;
+        const eBusy = (async () => {
+          for (let x = 10; busy; x = 310 - x) { await e.page.mouse.move(x, 300, { steps: 2 }); await sleep(1000); }
+        })();
+        await loginForm(h, stack.url, 'admin');
+        await backOfficeShown(h);
+        await setTimeoutField(h, stack, 0);
         await sidecarEnforces(stack, 300, 'the sidecar to fall back to 300 s');
-        assert.equal(await fieldValue(c), '300', 'the field shows 300 for 0');
-        // E, idle, outlives its old deadline: the new timeout applies to it.
-        await sleep(before.remaining_ms + 3000);
-        assert.ok(inBackOffice(e.page, bo), `E is still in the back office past its old deadline (${e.page.url()})`);
+        busy = false;
+        await eBusy;
+        assert.equal(await fieldValue(h), '300', 'the field shows 300 for 0');
+        assert.equal(await stack.rpc.kw('ir.config_parameter', 'get_param', ['activity_session_timeout_key']), '300');
+        // E, now idle, outlives the old timeout: the new one applies to its open session.
+        await sleep(SHORT_S * 1000 + 3000);
+        assert.ok(inBackOffice(e.page, bo), `E is still in the back office ${SHORT_S + 3} s idle (${e.page.url()})`);
         const after = await sidecar.check(cookieE);
         assert.equal(after.state, 'active');
         assert.ok(after.remaining_ms > 250000, `E now has the 300 s timeout (${after.remaining_ms} ms left)`);
-        // A value that is not a number, set as a system parameter: 300 too.
+        // A value that is not a number, set as a system parameter: 300 too, and the settings still open.
         await stack.rpc.kw('ir.config_parameter', 'set_param', ['activity_session_timeout_key', 'abc']);
         await waitFor(async () => (await sidecar.settings()).activity_session_timeout_key.configured === 'abc',
           { timeoutMs: 10000, what: 'the sidecar to read "abc"' });
         const s = (await sidecar.settings()).activity_session_timeout_key;
         assert.equal(s.effective, 300);
         assert.equal(s.valid, false);
-        await c.page.reload();
-        assert.equal(await fieldValue(c), '300', 'the settings page opens and shows 300 for "abc"');
-        assert.deepEqual(c.seen.errors, [], 'no console error');
+        await h.page.reload();
+        assert.equal(await fieldValue(h), '300', 'the settings page opens and shows 300 for "abc"');
+        for (const p of [e, h]) assert.deepEqual(p.seen.errors, [], `no console error (${p.name})`);
       });
 
       await t.test('6. sidecar stopped: the back office still loads, one warning, no error dialog', async () => {
