@@ -96,8 +96,8 @@ impl DemoErp {
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(sid)?;
-        Some((sid.to_string(), user))
+            .get(&sid)?;
+        Some((sid, user))
     }
 }
 
@@ -201,7 +201,7 @@ async fn sidecar_allows(req: &HttpRequest, erp: &DemoErp, st: &AppState) -> bool
     }
     match cookie_value(req, &st.cookie_name) {
         None => true,
-        Some(c) => !matches!(st.sessions.answer(c, Op::Auth).await, Answer::Ended(_)),
+        Some(c) => !matches!(st.sessions.answer(&c, Op::Auth).await, Answer::Ended(_)),
     }
 }
 
@@ -271,11 +271,11 @@ async fn logout(
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(sid)
+            .remove(&sid)
             .is_some();
         if known {
             // The ERP tells the sidecar, so a copied cookie is refused at once.
-            let key = st.sessions.key(sid);
+            let key = st.sessions.key(&sid);
             if let Err(e) = st.sessions.end(&key, EndReason::Logout).await {
                 log::error!("demo logout not stored by the sidecar: {e}");
             }

@@ -86,6 +86,28 @@ pub fn parse_session_info(status: u16, body: &[u8]) -> Lookup {
     }
 }
 
+/// The value as the ERP must read it back: as is when it is plain cookie
+/// octets, else quoted with every other byte as a `\ooo` escape (which
+/// werkzeug decodes), so that the ERP is asked about exactly the session id
+/// the gate judges, whatever the request carried.
+pub fn cookie_octets(value: &str) -> String {
+    let plain = |b: u8| matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e);
+    if !value.is_empty() && value.bytes().all(plain) {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for b in value.bytes() {
+        if plain(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
@@ -101,7 +123,10 @@ pub async fn lookup(url: &str, cookie_name: &str, cookie_value: &str, timeout: D
         .post(url)
         .timeout(timeout)
         .insert_header(("Content-Type", "application/json"))
-        .insert_header(("Cookie", format!("{cookie_name}={cookie_value}")));
+        .insert_header((
+            "Cookie",
+            format!("{cookie_name}={}", cookie_octets(cookie_value)),
+        ));
     let mut resp = match req
         .send_body(r#"{"jsonrpc":"2.0","method":"call","params":{}}"#)
         .await
@@ -133,6 +158,17 @@ mod tests {
         assert_eq!(parse_session_info(200, public), Lookup::Public);
         let expired = br#"{"jsonrpc":"2.0","id":null,"error":{"code":100,"message":"Odoo Session Expired","data":{"name":"odoo.http.SessionExpiredException","message":"Session expired"}}}"#;
         assert_eq!(parse_session_info(200, expired), Lookup::Public);
+    }
+
+    #[test]
+    fn the_erp_is_asked_about_exactly_the_judged_value() {
+        assert_eq!(cookie_octets("abc-_.09"), "abc-_.09");
+        let odd = "a;b \"c\\é";
+        let sent = cookie_octets(odd);
+        assert!(sent.bytes().all(|b| (0x20..0x7f).contains(&b)), "{sent}");
+        let header = format!("session_id={sent}");
+        let read = crate::cookie::cookie_value(&[header.as_bytes()], "session_id");
+        assert_eq!(read, crate::cookie::SessionId::Found(vec![odd.to_string()]));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - `policy`: the pure timeout rules (no I/O).
 //! - `store`: sessions in memory, mirrored to SQLite by one writer thread.
 //! - `sessions`: the engine tying policy, store and ERP lookup together.
+//! - `cookie`: reads the session id exactly as the ERP does (werkzeug).
 //! - `identity`: asks the ERP who owns a session (Odoo JSON-RPC).
 //! - `erp_settings`: reads the idle timeout from the ERP when it owns it.
 //! - `routes`, `admin`, `error`: the HTTP API.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cookie;
 pub mod demo;
 pub mod erp_settings;
 pub mod error;

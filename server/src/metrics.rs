@@ -41,6 +41,7 @@ pub struct Metrics {
     heartbeats_refused: AtomicU64,
     expiries: [AtomicU64; 4],
     lookups: [AtomicU64; 4],
+    ambiguous: AtomicU64,
 }
 
 impl Metrics {
@@ -79,6 +80,12 @@ impl Metrics {
         self.expiries[i].fetch_add(1, Relaxed);
     }
 
+    /// A forward-auth request refused because its session id could not be
+    /// read as the ERP reads it.
+    pub fn count_ambiguous(&self) {
+        self.ambiguous.fetch_add(1, Relaxed);
+    }
+
     pub fn count_lookup(&self, l: &Lookup) {
         let i = match l {
             Lookup::Internal { .. } => 0,
@@ -110,6 +117,19 @@ impl Metrics {
         for (state, n) in [("active", active), ("exempt", exempt), ("ended", ended)] {
             let _ = writeln!(out, "session_timeout_sessions{{state=\"{state}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP session_timeout_ambiguous_refused_total Proxied requests refused because their session id could not be read as the ERP reads it."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE session_timeout_ambiguous_refused_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "session_timeout_ambiguous_refused_total {}",
+            self.ambiguous.load(Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP session_timeout_heartbeats_total Heartbeats received, by outcome."

@@ -11,6 +11,7 @@ use futures_util::StreamExt as _;
 use serde::Deserialize;
 
 use crate::admin::{self, AdminState};
+use crate::cookie::{self, SessionId};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::policy::{heartbeat_interval_ms, EndReason};
@@ -124,30 +125,66 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     ))
 }
 
-/// The value of the named cookie, if the request carries it.
-pub fn cookie_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"'))
-        })
-        .find(|v| !v.is_empty())
+/// The value of the named cookie as the ERP reads it (see `cookie`), if the
+/// request carries it unambiguously. The demo ERP reads its cookie this way.
+pub fn cookie_value(req: &HttpRequest, name: &str) -> Option<String> {
+    match cookie::cookie_value(&cookie_lines(req), name) {
+        SessionId::Found(mut v) => v.pop(),
+        SessionId::None | SessionId::Ambiguous(_) => None,
+    }
 }
 
-fn session_cookie<'a>(req: &'a HttpRequest, st: &AppState) -> Result<&'a str, ApiError> {
-    cookie_value(req, &st.cookie_name).ok_or_else(|| {
-        ApiError::new(
+fn cookie_lines(req: &HttpRequest) -> Vec<&[u8]> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .map(|v| v.as_bytes())
+        .collect()
+}
+
+/// The session cookie of a page's request (heartbeat, check, logout).
+fn session_cookie(req: &HttpRequest, st: &AppState) -> Result<String, ApiError> {
+    match cookie::cookie_value(&cookie_lines(req), &st.cookie_name) {
+        SessionId::Found(mut v) => Ok(v.pop().unwrap_or_default()),
+        SessionId::Ambiguous(why) => Err(ApiError::bad_request(
+            "ambiguous_cookie",
+            format!(
+                "the `{}` session cookie cannot be read for sure ({why})",
+                st.cookie_name
+            ),
+        )),
+        SessionId::None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing_cookie",
             format!(
                 "the request carries no `{}` session cookie; call this route from the ERP's origin",
                 st.cookie_name
             ),
-        )
-    })
+        )),
+    }
+}
+
+/// Every session id the ERP could use for a proxied request: the cookie,
+/// and the explicit ones Odoo 17 reads (`X-Openerp-Session-Id`, and
+/// `?session_id=` of the original URI, which nginx sends as `X-Original-URI`,
+/// Caddy and Traefik as `X-Forwarded-Uri`, and Envoy as this request's own).
+fn forwarded_session_ids(req: &HttpRequest, name: &str) -> SessionId {
+    let explicit: Vec<&[u8]> = req
+        .headers()
+        .get_all("x-openerp-session-id")
+        .map(|v| v.as_bytes())
+        .collect();
+    let mut queries: Vec<&[u8]> = ["x-original-uri", "x-forwarded-uri"]
+        .iter()
+        .flat_map(|h| req.headers().get_all(*h))
+        .filter_map(|v| {
+            let uri = v.as_bytes();
+            uri.iter().position(|&c| c == b'?').map(|q| &uri[q + 1..])
+        })
+        .collect();
+    if !req.query_string().is_empty() {
+        queries.push(req.query_string().as_bytes());
+    }
+    cookie::session_ids(&cookie_lines(req), &explicit, &queries, name)
 }
 
 /// Refuses state changes that a page of another site could trigger.
@@ -298,7 +335,7 @@ async fn heartbeat(
     };
     let (a, too_soon) = st
         .sessions
-        .answer_limited(cookie, Op::Heartbeat { idle_ms })
+        .answer_limited(&cookie, Op::Heartbeat { idle_ms })
         .await;
     if let Some(wait_ms) = too_soon {
         return Err(ApiError::new(
@@ -312,7 +349,7 @@ async fn heartbeat(
 
 async fn check(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let cookie = session_cookie(&req, &st)?;
-    let a = st.sessions.answer(cookie, Op::Check).await;
+    let a = st.sessions.answer(&cookie, Op::Check).await;
     Ok(answer_response(&st, a))
 }
 
@@ -324,7 +361,7 @@ async fn logout(
     same_origin(&req)?;
     let cookie = session_cookie(&req, &st)?;
     read_json_body(&req, payload, true).await?;
-    let key = st.sessions.key(cookie);
+    let key = st.sessions.key(&cookie);
     st.sessions
         .end(&key, EndReason::Logout)
         .await
@@ -344,38 +381,62 @@ async fn logout(
 async fn auth(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
     match forward_verdict(&req, &st).await {
         Ok(()) => HttpResponse::NoContent().finish(),
-        Err(reason) => refused(&st, reason),
+        Err(refusal) => refused(&st, refusal),
     }
 }
 
-/// Whether the proxy may pass the request: `Err(reason)` for an ended session.
-async fn forward_verdict(req: &HttpRequest, st: &AppState) -> Result<(), EndReason> {
-    let Some(cookie) = cookie_value(req, &st.cookie_name) else {
-        return Ok(());
+/// Why the proxy must not pass a request.
+enum Refusal {
+    Ended(EndReason),
+    /// The request's session id cannot be read as the ERP reads it.
+    Ambiguous(&'static str),
+}
+
+/// Whether the proxy may pass the request: every session id the ERP could
+/// use must be active or exempt.
+async fn forward_verdict(req: &HttpRequest, st: &AppState) -> Result<(), Refusal> {
+    let ids = match forwarded_session_ids(req, &st.cookie_name) {
+        SessionId::None => return Ok(()),
+        SessionId::Ambiguous(why) => {
+            st.sessions.metrics.count_ambiguous();
+            return Err(Refusal::Ambiguous(why));
+        }
+        SessionId::Found(ids) => ids,
     };
-    match st.sessions.answer(cookie, Op::Auth).await {
-        Answer::Active { .. } | Answer::Exempt => Ok(()),
-        Answer::Ended(reason) => Err(reason),
+    for id in ids {
+        if let Answer::Ended(reason) = st.sessions.answer(&id, Op::Auth).await {
+            return Err(Refusal::Ended(reason));
+        }
     }
+    Ok(())
 }
 
-fn refused(st: &AppState, reason: EndReason) -> HttpResponse {
-    HttpResponse::Unauthorized()
-        .insert_header((LOGOUT_HEADER, st.logout_url.as_str()))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({
+fn refused(st: &AppState, refusal: Refusal) -> HttpResponse {
+    let body = match refusal {
+        Refusal::Ended(reason) => serde_json::json!({
             "error": "session_ended",
             "message": format!("the session has ended ({reason}); log in again through {}", st.logout_url),
             "reason": reason.as_str(),
             "logout_url": st.logout_url,
-        }))
+        }),
+        Refusal::Ambiguous(why) => serde_json::json!({
+            "error": "ambiguous_session",
+            "message": format!("the request's session id cannot be read as the ERP reads it ({why}); refused, log in again through {}", st.logout_url),
+            "reason": "ambiguous",
+            "logout_url": st.logout_url,
+        }),
+    };
+    HttpResponse::Unauthorized()
+        .insert_header((LOGOUT_HEADER, st.logout_url.as_str()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body)
 }
 
 /// Forward auth for Envoy: any method and path, `200` to allow.
 async fn auth_any(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
     match forward_verdict(&req, &st).await {
         Ok(()) => HttpResponse::Ok().finish(),
-        Err(reason) => refused(&st, reason),
+        Err(refusal) => refused(&st, refusal),
     }
 }
 

@@ -242,6 +242,13 @@ for (const series of SERIES) {
         const old = new Client(stack.url);
         old.setCookie('session_id', cookieA);
         assert.equal((await old.get(bo)).status, 303, "A's cookie is refused by nginx");
+        // Odoo 17 also takes a session id from the query string and from X-Openerp-Session-Id (before the
+        // cookie); A's Odoo session is still alive here (no browser followed the logout yet): the gate refuses it there too.
+        const viaQuery = await new Client(stack.url).get(`${bo}?session_id=${cookieA}`);
+        assert.equal(viaQuery.status, 303, `A's session id in the query string is refused (${viaQuery.status})`);
+        assert.equal(viaQuery.location, LOGOUT_URL);
+        const viaHeader = await new Client(stack.url).get(bo, { headers: { 'x-openerp-session-id': cookieA } });
+        assert.equal(viaHeader.status, 303, `A's session id in X-Openerp-Session-Id is refused (${viaHeader.status})`);
         // The tab learns it at its next contact with the sidecar (a heartbeat once its
         // slot opens, its deadline check) or at once on any page load: nginx refuses it.
         await a.page.reload();

@@ -256,12 +256,12 @@ export class Client {
   }
 }
 
-/** A GET with the path sent byte for byte (fetch would normalize `%2E%2E`). */
-export function rawGet(base, rawPath, cookie) {
+/** A GET with the path (and `headers`, latin-1) sent byte for byte (fetch would normalize `%2E%2E`). */
+export function rawGet(base, rawPath, cookie, headers) {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
     const req = http.request({ host: u.hostname, port: u.port, path: rawPath, method: 'GET',
-      headers: cookie ? { cookie: `session_id=${cookie}` } : {} }, (res) => {
+      headers: headers || (cookie ? { cookie: `session_id=${cookie}` } : {}) }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (d) => { text += d; });

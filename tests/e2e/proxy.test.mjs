@@ -66,6 +66,24 @@ async function scenarioNoJavaScript(stack) {
   copy.setCookie('session_id', oldCookie);
   assertSentToLogout(await copy.get('/odoo/inventory'), 'a copied cookie');
 
+  // Odoo 17 also reads a session id from the query string and from a header,
+  // before the cookie: an ended one there, without the cookie, is refused too.
+  const bare = new Client(stack.url);
+  assertSentToLogout(await bare.get(`/odoo?session_id=${oldCookie}`), 'the ended session id in the query string');
+  assertSentToLogout(await bare.get(`/odoo?debug=1&session%5Fid=${oldCookie}`), 'the same, percent-encoded');
+  assertSentToLogout(await bare.get('/odoo', { headers: { 'x-openerp-session-id': oldCookie } }),
+    'the ended session id in X-Openerp-Session-Id');
+  // Cookie headers that a reader unlike werkzeug (Odoo's) would take for no
+  // session or for another one (issue 10's probes), sent byte for byte.
+  for (const [what, header] of [
+    ['a byte >= 0x80 elsewhere in the header', `session_id=${oldCookie}; x=\xe9`],
+    ['a decoy inside another cookie\'s quoted value', `x="a;session_id=decoy"; session_id=${oldCookie}`],
+  ]) {
+    const t = await rawGet(stack.url, '/odoo', null, { cookie: header });
+    assert.equal(t.status, 303, `${what}: refused (${t.status})`);
+    assert.equal(t.location, LOGOUT_URL);
+  }
+
   // No path reaches the back office through an exemption (login page, static
   // assets): neither one that the proxy and the ERP read differently, nor a
   // "static" path under the back office's own prefix.

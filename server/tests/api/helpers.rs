@@ -154,7 +154,7 @@ impl TestApp {
             req = req.insert_header(("Cookie", format!("session_id={v}")));
         }
         for (k, v) in headers {
-            req = req.insert_header((*k, *v));
+            req = req.append_header((*k, *v));
         }
         let mut resp = match body {
             Some(b) => req.send_body(b.to_string()).await.unwrap(),

@@ -8,6 +8,7 @@ mod helpers;
 mod admin;
 mod api;
 mod cli;
+mod cookies;
 mod crash;
 mod durability;
 mod erp_settings;
