@@ -135,6 +135,18 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    #[error(
+        "database {path} is in use by another session-timeout server ({holder}): one server per \
+         database, or a logout through one would not be seen by the other. Stop that server, or \
+         give this one another --db"
+    )]
+    InUse { path: PathBuf, holder: String },
+    #[error("cannot lock database {path} ({lock}): {source}")]
+    Lock {
+        path: PathBuf,
+        lock: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the database could not store the change: {0}")]
     Write(String),
     #[error("the database writer has stopped")]
@@ -206,6 +218,74 @@ pub struct Store {
     timeout_ms: AtomicI64,
     lifetime_ms: AtomicI64,
     pub stats: Arc<WriterStats>,
+    /// `<db>.lock`, locked (flock) for as long as this store is open: one
+    /// server per database. The OS releases it when the process dies.
+    lock: Mutex<Option<std::fs::File>>,
+}
+
+/// Takes `<db>.lock` for this process, or names the process that holds it.
+fn lock_database(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let lock_err = |source| StoreError::Lock {
+        path: path.to_path_buf(),
+        lock: lock_path.clone(),
+        source,
+    };
+    let mut file = private_file(&lock_path)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .truncate(false)
+                .open(&lock_path)
+        })
+        .map_err(lock_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim().to_string();
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let holder = match (pid.is_empty(), cmd.is_empty()) {
+                (true, _) => format!("it holds {}", lock_path.display()),
+                (false, true) => format!("pid {pid}"),
+                (false, false) => format!("pid {pid}: {cmd}"),
+            };
+            return Err(StoreError::InUse {
+                path: path.to_path_buf(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+    }
+    file.set_len(0).map_err(lock_err)?;
+    file.rewind().map_err(lock_err)?;
+    write!(file, "{}", std::process::id()).map_err(lock_err)?;
+    Ok(file)
+}
+
+/// Creates `path` readable by its owner only if it does not exist, and makes
+/// an existing one so: the database holds who was logged in when.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 const SCHEMA_VERSION: i64 = 1;
@@ -251,6 +331,20 @@ impl Store {
     /// Opens (creating if needed) the database, migrates it, loads every
     /// session into memory and starts the writer thread.
     pub fn open(path: &Path, opts: StoreOptions, now: Millis) -> Result<Store, StoreError> {
+        let db_lock = lock_database(path)?;
+        // SQLite gives the -wal and -shm files the database file's mode.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let p = PathBuf::from(p);
+            if suffix.is_empty() || p.exists() {
+                private_file(&p).map_err(|e| StoreError::Lock {
+                    path: path.to_path_buf(),
+                    lock: p.clone(),
+                    source: e,
+                })?;
+            }
+        }
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -350,6 +444,7 @@ impl Store {
             timeout_ms: AtomicI64::new(policy.timeout_ms),
             lifetime_ms: AtomicI64::new(0),
             stats,
+            lock: Mutex::new(Some(db_lock)),
         })
     }
 
@@ -467,6 +562,8 @@ impl Store {
         if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();
         }
+        // Nothing writes any more: another server may have the database.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Visits every session, one shard lock at a time.

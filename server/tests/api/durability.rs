@@ -241,3 +241,79 @@ async fn a_database_from_before_fingerprints_starts_and_records_its_secret() {
     let _ = app.stop().await;
     assert_eq!(fingerprint(), Some(recorded), "recorded again");
 }
+
+/// Two servers on one database would disagree (a logout through one would
+/// still pass `auth` on the other): the second refuses to start, naming the
+/// first; once the first is gone, a new one starts.
+#[actix_rt::test]
+async fn a_second_server_on_the_same_database_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sessions.db");
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--session-info-url",
+            "none",
+            "--db",
+        ])
+        .arg(&db)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = dir.path().join("sessions.db.lock");
+    for _ in 0..100 {
+        if std::fs::read_to_string(&lock).is_ok_and(|p| p.trim() == first.id().to_string()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, err) = start_binary(&db);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("in use by another session-timeout server"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("pid {}", first.id())),
+        "names the holder: {err}"
+    );
+    // Also in-process (the tests' own app): refused the same way.
+    let e = session_timeout::store::Store::open(
+        &db,
+        session_timeout::store::StoreOptions {
+            commit_window: std::time::Duration::from_millis(10),
+        },
+        session_timeout::policy::Millis(0),
+    )
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("in use"), "{e}");
+    // kill -9: the OS releases the lock with the process.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (code, err) = start_binary(&db);
+    assert_eq!(code, None, "starts once the first is gone: {err}");
+}
+
+/// The database says who was logged in when: its files are the owner's only.
+#[actix_rt::test]
+async fn database_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let app = spawn_app().await;
+    let cookie = app.login("admin").await;
+    app.heartbeat(&cookie, 0).await;
+    app.flush().await;
+    let dir = app.dir.clone();
+    for name in [
+        "sessions.db",
+        "sessions.db-wal",
+        "sessions.db-shm",
+        "sessions.db.lock",
+        "sessions.db.secret",
+    ] {
+        let meta = std::fs::metadata(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+    }
+}
