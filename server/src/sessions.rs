@@ -97,26 +97,39 @@ impl Sessions {
     ///
     /// A storage failure while recording an expiry does not change the answer:
     /// the session is ended in memory either way, which is the safe side.
-    pub async fn answer(&self, cookie_value: &str, op: Op) -> Answer {
+    pub async fn answer(self: &Arc<Self>, cookie_value: &str, op: Op) -> Answer {
         self.answer_limited(cookie_value, op).await.0
     }
 
     /// Like `answer`, and also says when a heartbeat came too soon after the
     /// previous one: its activity is recorded all the same (the newest input
     /// is never lost), but the page is told to slow down.
-    pub async fn answer_limited(&self, cookie_value: &str, op: Op) -> (Answer, Option<i64>) {
+    pub async fn answer_limited(
+        self: &Arc<Self>,
+        cookie_value: &str,
+        op: Op,
+    ) -> (Answer, Option<i64>) {
         let key = self.key(cookie_value);
         let mut too_soon = None;
         let policy = self.store.policy();
         // The common case takes the shard lock once: a known session whose
         // owner is settled is judged at once; otherwise ask the ERP first.
+        // The proxy's check never waits for the ERP about a known session:
+        // it is judged on what is known, and the ERP is asked again in the
+        // background (a slow ERP must not hold every ERP request).
         let now = self.clock.now();
+        let mut recheck_later = false;
         let (known, durable) = self.store.update(&key, |slot| {
             let due = slot
                 .as_ref()
                 .is_none_or(|e| !e.is_ended() && e.recheck_at != 0 && e.recheck_at <= now.0);
-            (!due).then(|| judge(slot, now, &policy, op, &mut too_soon))
+            recheck_later = due && slot.is_some() && op == Op::Auth;
+            (!due || recheck_later).then(|| judge(slot, now, &policy, op, &mut too_soon))
         });
+        if recheck_later {
+            let (me, value) = (self.clone(), cookie_value.to_string());
+            actix_rt::spawn(async move { me.identify(&key, &value).await });
+        }
         let (answer, durable) = match known {
             Some(answer) => (answer, durable),
             None => {
@@ -222,7 +235,10 @@ impl Sessions {
     async fn lookup_and_record(&self, key: &SessionKey, cookie_value: &str, first_seen: Millis) {
         let lookup = match &self.identity.session_info_url {
             None => Lookup::Internal { uid: 0 },
-            Some(url) => {
+            // Waiting for a free slot and the lookup share one deadline, so a
+            // flood of new cookies against a slow ERP delays a new session by
+            // at most the lookup timeout (then it is timed as internal).
+            Some(url) => tokio::time::timeout(self.identity.lookup_timeout, async {
                 let _permit = self.lookups.acquire().await;
                 identity::lookup(
                     url,
@@ -231,7 +247,11 @@ impl Sessions {
                     self.identity.lookup_timeout,
                 )
                 .await
-            }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Lookup::Unknown("no answer within the lookup timeout (the ERP is slow or every lookup slot is busy)".into())
+            }),
         };
         self.metrics.count_lookup(&lookup);
         let now = self.clock.now();

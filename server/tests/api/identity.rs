@@ -136,3 +136,89 @@ async fn concurrent_first_requests_of_a_session_ask_the_erp_once() {
         .sum();
     assert_eq!(asked, 1, "{m}");
 }
+
+/// An ERP that accepts connections and never answers.
+fn hanging_erp() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    format!("http://{addr}/web/session/get_session_info")
+}
+
+/// A hanging ERP and a flood of never-seen cookies (each waiting for an ERP
+/// lookup) must not delay users the sidecar already knows, even when their
+/// session is due to be looked up again: their `auth` is answered from
+/// memory, in well under the proxy's 2 s read timeout. A new user waits at
+/// most the lookup timeout, then is timed as internal (never exempt).
+#[actix_rt::test]
+async fn a_hanging_erp_and_a_flood_of_new_cookies_never_delay_known_users() {
+    let app = spawn_with(Options {
+        session_info_url: Some(hanging_erp()),
+        ..Default::default()
+    })
+    .await;
+    // Known: first seen while the ERP already hung (timed as internal, asked again in 30 s).
+    let known = "0123456789abcdef0123456789abcdef";
+    let t = std::time::Instant::now();
+    assert_eq!(app.auth(known).await.status, 204);
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    app.advance(31.0); // due for another lookup now
+    let flood: Vec<_> = (0..100)
+        .map(|i| {
+            let base = app.base.clone();
+            actix_rt::spawn(async move {
+                let c = format!("flood{i:027}");
+                awc::Client::builder()
+                    .timeout(std::time::Duration::from_secs(10))
+                    .finish()
+                    .get(format!("{base}/api/v1/auth"))
+                    .insert_header(("Cookie", format!("session_id={c}")))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut slowest = std::time::Duration::ZERO;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        assert_eq!(app.auth(known).await.status, 204);
+        slowest = slowest.max(t.elapsed());
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        slowest < std::time::Duration::from_millis(50),
+        "a known user's auth took {slowest:?}"
+    );
+    // A new user during the flood: the lookup timeout (1 s here) at most.
+    let t = std::time::Instant::now();
+    assert_eq!(
+        app.auth("fedcba9876543210fedcba9876543210").await.status,
+        204
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(1500),
+        "a new user waited {:?}",
+        t.elapsed()
+    );
+    for f in flood {
+        assert_eq!(
+            f.await.unwrap().unwrap(),
+            204,
+            "unknown owners are timed, and pass while active"
+        );
+    }
+    // Still timed, never exempt.
+    app.advance(61.0);
+    assert_eq!(app.auth(known).await.status, 401);
+}
