@@ -89,6 +89,8 @@ fn finish(r: Result<(), cli::Failure>) -> i32 {
 }
 
 async fn run(mut settings: Settings, demo: Option<(PathBuf, bool)>) -> i32 {
+    let open_files = startup::raise_open_files();
+    log::info!("open-file limit {open_files}");
     let listener = match startup::bind(settings.bind) {
         Ok(l) => l,
         Err(e) => {

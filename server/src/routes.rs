@@ -19,6 +19,8 @@ use crate::sessions::{Answer, Op, Sessions};
 
 /// Largest request body accepted anywhere in the API.
 pub const MAX_BODY: usize = 1024;
+/// Longest wait for a request body (bodies are at most `MAX_BODY` bytes).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Header naming the logout URL on a `401` from `auth`.
 pub const LOGOUT_HEADER: &str = "x-session-timeout-logout";
 
@@ -262,18 +264,35 @@ pub async fn read_json_body(
         ));
     }
     let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(
-                "unreadable_body",
-                format!("the request body could not be read: {e}"),
-            )
-        })?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(too_large());
+    // A body that stops half-way must not hold a connection (and a file
+    // descriptor) forever.
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::bad_request(
+                    "unreadable_body",
+                    format!("the request body could not be read: {e}"),
+                )
+            })?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
+        Ok(())
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })??;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

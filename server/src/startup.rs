@@ -149,6 +149,49 @@ pub async fn open_state(
     }))
 }
 
+/// Raises the soft limit of open files to the hard one (systemd's default
+/// soft limit is 1024, its hard limit far higher): each connection holds a
+/// descriptor. Returns the soft limit in force.
+pub fn raise_open_files() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur as u64
+}
+
+/// Connections per worker: the open-file limit less 256 for everything else,
+/// shared by the workers, at most 25,000 (actix's default) and at least 64.
+fn connection_cap(workers: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    let free = soft.min(1 << 20).saturating_sub(256) as usize;
+    (free / workers.max(1)).clamp(64, 25_000)
+}
+
 /// Binds the listener first, so callers (tests, the demo) learn the real
 /// port before the server runs.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -175,6 +218,13 @@ where
             .default_service(web::to(routes::not_found))
     })
     .workers(workers)
+    // Every connection costs a file descriptor: a cap per worker that leaves
+    // room under the process's limit for the database, the ERP lookups and
+    // the proxy's own connections (beyond the cap, connections wait in the
+    // listen backlog instead of failing everything else).
+    .max_connections(connection_cap(workers))
+    .client_request_timeout(std::time::Duration::from_secs(5))
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
     // Idle connections are kept longer than the proxies keep theirs (nginx
     // 60 s, Caddy 2 min by default), so the proxy always closes first: when
     // the server closes a kept-alive connection just as the proxy reuses it,

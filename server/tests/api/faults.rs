@@ -410,3 +410,103 @@ async fn a_file_system_turning_read_only_under_the_server_never_claims_a_write()
     let _ = app.stop().await;
     // (`during` was answered 503, so nothing was promised about it.)
 }
+
+/// Under systemd's default soft limit of 1024 open files, 1,100 connections
+/// held open (idle, or with a body that stops half-way) must not make the
+/// server unanswerable: it raises its soft limit to the hard one at start,
+/// and a body that stops is answered 408 and its connection closed.
+#[test]
+fn held_connections_do_not_exhaust_the_servers_file_descriptors() {
+    use std::io::{Read as _, Write as _};
+    // The test holds the connections: it needs the descriptors too.
+    assert!(
+        session_timeout::startup::raise_open_files() >= 2048,
+        "this test needs a hard limit of open files of 2048 or more"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", "ulimit -Sn 1024 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_session-timeout"))
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--session-info-url",
+            "none",
+            "--workers",
+            "2",
+            "--db",
+        ])
+        .arg(dir.path().join("sessions.db"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let get = |path: &str| -> Option<String> {
+        let mut s = std::net::TcpStream::connect(&addr).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    let mut up = false;
+    for _ in 0..100 {
+        if get("/session-timeout/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(up, "the server started");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(soft > 1024, "the soft limit was raised at start: {soft}");
+
+    let mut held = Vec::new();
+    for i in 0..1100 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        if i % 10 == 0 {
+            // A heartbeat whose body stops half-way.
+            write!(s, "POST /session-timeout/api/v1/heartbeat HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nCookie: session_id=abc{i}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{").unwrap();
+        }
+        held.push(s);
+    }
+    let t = std::time::Instant::now();
+    let health =
+        get("/session-timeout/healthz").expect("healthz answers with 1,100 connections held");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    // The stopped bodies are answered 408 (JSON) after the body timeout.
+    let mut stalled = held.swap_remove(0);
+    stalled
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stalled.read(&mut buf).unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"body_timeout\""), "{answer}");
+    drop(held);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
