@@ -197,6 +197,14 @@ pub async fn change_settings(
     let mut validated = Vec::new();
     for (name, v) in changes {
         let text = setting_text(name, v)?;
+        // Stored canonically: "+900" and " 0900 " are 900.
+        let canonical = match name.as_str() {
+            TIMEOUT_KEY => policy::parse_timeout(&text).map(|v| v.to_string()).ok(),
+            LIFETIME_KEY => policy::parse_lifetime(&text)
+                .map(|v| v.unwrap_or(0).to_string())
+                .ok(),
+            _ => None,
+        };
         let check = match name.as_str() {
             TIMEOUT_KEY if st.admin.erp.is_some() => {
                 return Err(ApiError::new(
@@ -219,7 +227,10 @@ pub async fn change_settings(
             }
         };
         check.map_err(|e| ApiError::bad_request("invalid_setting", format!("`{name}`: {e}")))?;
-        validated.push((name.clone(), text.trim().to_string()));
+        validated.push((
+            name.clone(),
+            canonical.unwrap_or_else(|| text.trim().to_string()),
+        ));
     }
     for (name, text) in validated {
         let old = {

@@ -45,6 +45,20 @@ pub enum SessionsCmd {
     Revoke { key_prefix: String },
 }
 
+/// Percent-encodes everything but unreserved characters, so an argument
+/// stays one path segment (`../../x` is not a path to another route).
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) && !(s == "." || s == "..") {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A failed CLI command: the message and the exit code.
 pub struct Failure(pub String, pub i32);
 
@@ -182,7 +196,10 @@ pub async fn sessions(opts: ClientOptions, cmd: SessionsCmd) -> Result<(), Failu
             let json = call(
                 &opts,
                 "POST",
-                &format!("/api/v1/admin/sessions/{key_prefix}/revoke"),
+                &format!(
+                    "/api/v1/admin/sessions/{}/revoke",
+                    path_segment(&key_prefix)
+                ),
                 None,
             )
             .await?;

@@ -455,16 +455,19 @@ fn check_base_path(p: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// The login and logout URLs are where browsers are sent: paths of the
+/// ERP's own origin only. No `//` (another host to a browser), no backslash
+/// (browsers read `/\\host` as `//host`), nothing but visible ASCII.
 fn check_url(field: &str, u: &str) -> Result<(), ConfigError> {
-    let local = u.starts_with('/') && !u.starts_with("//");
-    let absolute = u.starts_with("http://") || u.starts_with("https://");
-    let clean = !u
-        .bytes()
-        .any(|b| b.is_ascii_control() || b == b' ' || b == b'"');
-    if (local || absolute) && clean && u.len() <= 2048 {
+    let ok = u.starts_with('/')
+        && !u.starts_with("//")
+        && u.len() <= 2048
+        && u.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'"');
+    if ok {
         Ok(())
     } else {
-        Err(err(field, format!("`{u}` must be a path starting with `/` or an http(s) URL, without spaces or quotes")))
+        Err(err(field, format!("`{u}` must be a path of the ERP's own site starting with one `/` (no `//`, backslash, space, quote or control character)")))
     }
 }
 
@@ -580,6 +583,54 @@ mod tests {
                     ..raw()
                 },
                 "--logout-url",
+                "must be a path",
+            ),
+            (
+                RawOptions {
+                    logout_url: Some("/\\evil.example".into()),
+                    ..raw()
+                },
+                "--logout-url",
+                "must be a path",
+            ),
+            (
+                RawOptions {
+                    logout_url: Some("//evil.example".into()),
+                    ..raw()
+                },
+                "--logout-url",
+                "must be a path",
+            ),
+            (
+                RawOptions {
+                    logout_url: Some("https://evil.example/".into()),
+                    ..raw()
+                },
+                "--logout-url",
+                "must be a path",
+            ),
+            (
+                RawOptions {
+                    logout_url: Some("/a b".into()),
+                    ..raw()
+                },
+                "--logout-url",
+                "must be a path",
+            ),
+            (
+                RawOptions {
+                    logout_url: Some("/\tx".into()),
+                    ..raw()
+                },
+                "--logout-url",
+                "must be a path",
+            ),
+            (
+                RawOptions {
+                    login_url: Some("/\\\\evil".into()),
+                    ..raw()
+                },
+                "--login-url",
                 "must be a path",
             ),
             (

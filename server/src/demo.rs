@@ -108,9 +108,27 @@ fn see_other(to: &str) -> HttpResponse {
         .finish()
 }
 
-/// Only same-site paths are followed, so `redirect` cannot send users away.
+/// Only same-site paths are followed, so `redirect` cannot send users away:
+/// no `//`, no backslash, and nothing but visible ASCII (a browser drops a
+/// tab or newline, so `/\t/evil.example` would become `//evil.example`).
 fn local_path(p: Option<&str>) -> Option<&str> {
-    p.filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.contains('\\'))
+    p.filter(|p| {
+        p.starts_with('/')
+            && !p.starts_with("//")
+            && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+    })
+}
+
+/// The login form's CSRF token travels in a cookie and in the form (the
+/// double-submit pattern): another site can make a browser post the form,
+/// but cannot read the cookie to fill in the field.
+const CSRF_COOKIE: &str = "demo_csrf";
+
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
 }
 
 fn escape(s: &str) -> String {
@@ -131,10 +149,13 @@ async fn login_page(q: web::Query<RedirectQuery>) -> HttpResponse {
 
 fn login_html(redirect: Option<&str>, error: Option<&str>) -> HttpResponse {
     let redirect = escape(local_path(redirect).unwrap_or(""));
+    let token = new_token();
     let error = error
         .map(|e| format!("<p class=\"alert\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").insert_header((header::CACHE_CONTROL, "no-store")).body(format!(
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").insert_header((header::CACHE_CONTROL, "no-store"))
+    .insert_header((header::SET_COOKIE, format!("{CSRF_COOKIE}={token}; Path=/web/login; HttpOnly; SameSite=Strict")))
+    .body(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Login | Demo ERP</title>
 <link rel="stylesheet" href="/static/demo/demo.css"></head>
@@ -145,6 +166,7 @@ fn login_html(redirect: Option<&str>, error: Option<&str>) -> HttpResponse {
 <label>Email <input name="login" id="login" autocomplete="username" autofocus></label>
 <label>Password <input name="password" id="password" type="password" autocomplete="current-password"></label>
 <input type="hidden" name="redirect" value="{redirect}">
+<input type="hidden" name="csrf_token" value="{token}">
 <button type="submit" id="submit">Log in</button>
 </form>
 <p class="hint">Demo users: <code>admin</code>/<code>admin</code> (internal, timed out) and <code>portal</code>/<code>portal</code> (portal, exempt).</p>
@@ -157,21 +179,33 @@ struct LoginForm {
     login: String,
     password: String,
     redirect: Option<String>,
+    #[serde(default)]
+    csrf_token: String,
 }
 
-async fn login(form: web::Form<LoginForm>, erp: web::Data<DemoErp>) -> HttpResponse {
+async fn login(
+    req: HttpRequest,
+    form: web::Form<LoginForm>,
+    erp: web::Data<DemoErp>,
+) -> HttpResponse {
+    use subtle::ConstantTimeEq as _;
+    let expected = cookie_value(&req, CSRF_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(form.csrf_token.as_bytes())) {
+        let page = login_html(
+            form.redirect.as_deref(),
+            Some("The login form expired or came from another site; please log in again"),
+        );
+        let mut page = page;
+        *page.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+        return page;
+    }
     let user = match (form.login.as_str(), form.password.as_str()) {
         ("admin", "admin") => DemoUser::Admin,
         ("portal", "portal") => DemoUser::Portal,
         _ => return login_html(form.redirect.as_deref(), Some("Wrong login/password")),
     };
     // A fresh random 128-bit id at every login, as Odoo rotates its session.
-    let sid = {
-        use rand::RngCore;
-        let mut b = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut b);
-        hex::encode(b)
-    };
+    let sid = new_token();
     erp.sessions
         .lock()
         .unwrap_or_else(|e| e.into_inner())

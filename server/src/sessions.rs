@@ -17,6 +17,10 @@ use crate::metrics::Metrics;
 use crate::policy::{self, EndReason, Millis, SessionStatus, UserClass};
 use crate::store::{Entry, SessionKey, Store, StoreError};
 
+/// How soon a portal session is looked up again (its user may be made
+/// internal while the session lives).
+pub const EXEMPT_RECHECK: Duration = Duration::from_secs(300);
+
 /// How the engine asks the ERP who owns a session.
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {
@@ -257,7 +261,13 @@ impl Sessions {
         let now = self.clock.now();
         let (class, uid, recheck_at) = match &lookup {
             Lookup::Internal { uid } => (UserClass::Internal, *uid, 0),
-            Lookup::Portal { uid } => (UserClass::Portal, *uid, 0),
+            // Looked up again now and then: a portal user made internal is
+            // timed from then on.
+            Lookup::Portal { uid } => (
+                UserClass::Portal,
+                *uid,
+                now.0 + EXEMPT_RECHECK.as_millis() as i64,
+            ),
             Lookup::Public => (
                 UserClass::Public,
                 0,
@@ -282,8 +292,9 @@ impl Sessions {
                     e.recheck_at = recheck_at;
                     return;
                 }
-                if e.class == UserClass::Public && class != UserClass::Public {
-                    // A visitor logged in on the same cookie: that is a login.
+                if e.class.is_exempt() && !class.is_exempt() {
+                    // A visitor logged in on the same cookie, or a portal user
+                    // was made internal: timed from now, like a login.
                     e.created = now;
                     e.last_activity = now;
                 }

@@ -236,7 +236,9 @@ export class Client {
 
   /** Logs in through the login form, as a user without scripts would. */
   async login(user) {
-    const r = await this.post('/web/login', { form: { login: user, password: user, redirect: '' } });
+    const page = await this.get('/web/login');
+    const token = (page.text.match(/name="csrf_token" value="([^"]+)"/) || [])[1];
+    const r = await this.post('/web/login', { form: { login: user, password: user, redirect: '', csrf_token: token } });
     if (r.status !== 303 || !this.cookie()) throw new Error(`login as ${user} failed: ${r.status} ${r.text.slice(0, 200)}`);
     return r;
   }

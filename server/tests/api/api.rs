@@ -559,3 +559,88 @@ async fn forward_auth_variants_for_envoy_and_traefik() {
         (303, "/web/session/logout?redirect=%2Fweb%2Flogin")
     );
 }
+
+#[actix_rt::test]
+async fn a_heartbeat_body_must_be_a_json_object() {
+    let app = spawn_app().await;
+    let c = app.login("admin").await;
+    for body in ["[]", "[5000]", "5000", "\"idle\"", "null", "true"] {
+        let r = app
+            .request(
+                "POST",
+                &app.api("heartbeat"),
+                Some(&c),
+                &[("Content-Type", "application/json")],
+                Some(body),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["error"].as_str()),
+            (400, Some("invalid_body")),
+            "{body}: {}",
+            r.text
+        );
+    }
+    let r = app
+        .request(
+            "POST",
+            &app.api("heartbeat"),
+            Some(&c),
+            &[("Content-Type", "application/json")],
+            Some(r#"{"idle_ms": 5}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[actix_rt::test]
+async fn the_demo_follows_only_plain_local_redirects_and_checks_its_csrf_token() {
+    let app = spawn_app().await;
+    let client = awc::Client::builder().disable_redirects().finish();
+    // A tab or newline in `redirect` would be dropped by the browser: never followed.
+    for evil in [
+        "/%09/evil.example",
+        "/%0a/x",
+        "/%5Cevil.example",
+        "//evil.example",
+        "/%E9",
+    ] {
+        let page = client
+            .get(format!("{}/web/login?redirect={evil}", app.root))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status().as_u16(), 200, "{evil}");
+        let mut page = page;
+        let html = String::from_utf8_lossy(&page.body().await.unwrap()).to_string();
+        assert!(
+            html.contains(r#"name="redirect" value="""#),
+            "{evil}: the form carries no redirect"
+        );
+        let r = app
+            .request(
+                "GET",
+                &format!("{}/web/session/logout?redirect={evil}", app.root),
+                None,
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 303, "{evil}: {}", r.text);
+        assert_eq!(r.headers.get("location").unwrap(), "/web/login", "{evil}");
+    }
+    // A login post without the form's token (another site's form) is refused.
+    let r = client
+        .post(format!("{}/web/login", app.root))
+        .send_form(&[("login", "admin"), ("password", "admin")])
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r
+        .headers()
+        .get("set-cookie")
+        .is_none_or(|c| !c.to_str().unwrap().starts_with("session_id=")));
+    // With it, the login works (the helper does exactly that).
+    let c = app.login("admin").await;
+    assert_eq!(state_of(&app.check(&c).await), "active");
+}

@@ -194,4 +194,15 @@ fn settings_and_sessions_subcommands_drive_the_running_server() {
     assert_eq!(code, Some(0));
     assert!(out.contains("revoked"), "{out}");
     assert!(check("abcdef0123456789").contains("401"));
+    // An argument stays one path segment: `../../x` names no other route.
+    let (code, _, err) = cli(&["sessions", "revoke", "../../settings"], true);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is not a key prefix"), "{err}");
+    // Values are stored canonically.
+    let (code, out, err) = cli(
+        &["settings", "set", "activity_session_timeout_key", " +0900 "],
+        true,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("\"configured\": \"900\""), "{out}");
 }

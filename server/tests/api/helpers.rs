@@ -119,9 +119,24 @@ impl TestApp {
 
     /// Logs in through the demo ERP's form; returns the session cookie value.
     pub async fn login(&self, user: &str) -> String {
+        // The form's CSRF token: in a cookie and in a hidden field.
+        let page = client()
+            .get(format!("{}/web/login", self.root))
+            .send()
+            .await
+            .unwrap();
+        let token = page
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("demo_csrf="))
+            .and_then(|v| v.split(';').next())
+            .expect("the login page sets its CSRF cookie")
+            .to_string();
         let resp = client()
             .post(format!("{}/web/login", self.root))
-            .send_form(&[("login", user), ("password", user)])
+            .insert_header(("Cookie", format!("demo_csrf={token}")))
+            .send_form(&[("login", user), ("password", user), ("csrf_token", &token)])
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 303, "login as {user}");

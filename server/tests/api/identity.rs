@@ -222,3 +222,62 @@ async fn a_hanging_erp_and_a_flood_of_new_cookies_never_delay_known_users() {
     app.advance(61.0);
     assert_eq!(app.auth(known).await.status, 401);
 }
+
+/// A portal user made internal while the session lives is timed from then
+/// on: exempt sessions are looked up again after a bounded time.
+#[actix_rt::test]
+async fn a_portal_user_made_internal_is_timed_from_then_on() {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let internal = Arc::new(AtomicBool::new(false));
+    let flag = internal.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let erp = HttpServer::new(move || {
+        let flag = flag.clone();
+        App::new().route(
+            "/web/session/get_session_info",
+            web::post().to(move || {
+                let is_internal = flag.load(Ordering::SeqCst);
+                async move {
+                    HttpResponse::Ok().json(serde_json::json!({"jsonrpc": "2.0", "id": null,
+                        "result": {"uid": 7, "is_internal_user": is_internal, "is_public": false}}))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_rt::spawn(erp);
+    let app = spawn_with(Options {
+        session_info_url: Some(format!("http://{addr}/web/session/get_session_info")),
+        ..Default::default()
+    })
+    .await;
+    let c = "0123456789abcdef0123456789abcdef";
+    assert_eq!(state_of(&app.check(c).await), "exempt");
+    internal.store(true, Ordering::SeqCst);
+    app.advance(200.0);
+    assert_eq!(
+        state_of(&app.check(c).await),
+        "exempt",
+        "not asked again yet"
+    );
+    app.advance(101.0);
+    let r = app.check(c).await;
+    assert_eq!(
+        state_of(&r),
+        "active",
+        "asked again after 5 minutes: internal now"
+    );
+    assert!(
+        r.body["remaining_ms"].as_i64().unwrap() > 59_000,
+        "timed from now: {}",
+        r.text
+    );
+    app.advance(61.0);
+    assert_eq!(state_of(&app.check(c).await), "expired");
+}
