@@ -644,3 +644,32 @@ async fn the_demo_follows_only_plain_local_redirects_and_checks_its_csrf_token()
     let c = app.login("admin").await;
     assert_eq!(state_of(&app.check(&c).await), "active");
 }
+
+/// Random cookies (sessions the ERP does not know) cost no database row and
+/// are forgotten from memory: a flood of them cannot grow the database.
+#[actix_rt::test]
+async fn cookies_the_erp_does_not_know_leave_no_row_and_are_forgotten() {
+    let app = spawn_app().await;
+    let known = app.login("admin").await;
+    for i in 0..2000 {
+        let r = app.auth(&format!("random{i:026}")).await;
+        assert_eq!(r.status, 204);
+    }
+    app.check(&known).await;
+    app.flush().await;
+    let conn = rusqlite::Connection::open(app.dir.join("sessions.db")).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "only the logged-in session has a row");
+    let mut in_memory = 0;
+    app.state.sessions.store.for_each(|_, _| in_memory += 1);
+    assert_eq!(in_memory, 2001);
+    // Ten minutes after they were due for another lookup (30 s), with no
+    // question about them since: forgotten.
+    app.advance(631.0);
+    app.state.sessions.sweep().await;
+    let mut in_memory = 0;
+    app.state.sessions.store.for_each(|_, _| in_memory += 1);
+    assert_eq!(in_memory, 1, "only the logged-in session is still in memory");
+}
