@@ -344,26 +344,27 @@ async fn heartbeat(
     same_origin(&req)?;
     let cookie = session_cookie(&req, &st)?;
     let body = read_json_body(&req, payload, true).await?;
-    let idle_ms =
-        match body {
-            None => 0,
-            Some(v) if !v.is_object() => return Err(ApiError::bad_request(
+    let idle_ms = match body {
+        None => 0,
+        Some(v) if !v.is_object() => {
+            return Err(ApiError::bad_request(
                 "invalid_body",
                 format!(
                     "a heartbeat body must be a JSON object such as {{\"idle_ms\": 1200}}, not {}",
                     truncate_json(&v)
                 ),
-            )),
-            Some(v) => {
-                let b: HeartbeatBody = serde_json::from_value(v).map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_body",
-                        format!("`idle_ms` must be a whole number of milliseconds, 0 or more: {e}"),
-                    )
-                })?;
-                b.idle_ms.unwrap_or(0)
-            }
-        };
+            ))
+        }
+        Some(v) => {
+            let b: HeartbeatBody = serde_json::from_value(v).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("`idle_ms` must be a whole number of milliseconds, 0 or more: {e}"),
+                )
+            })?;
+            b.idle_ms.unwrap_or(0)
+        }
+    };
     let (a, too_soon) = st
         .sessions
         .answer_limited(&cookie, Op::Heartbeat { idle_ms })

@@ -172,7 +172,10 @@ pub fn raise_open_files() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    // rlim_t is u64 on Linux but not on every platform.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = lim.rlim_cur as u64;
+    soft
 }
 
 /// Connections per worker: the open-file limit less 256 for everything else,

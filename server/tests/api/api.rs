@@ -671,5 +671,8 @@ async fn cookies_the_erp_does_not_know_leave_no_row_and_are_forgotten() {
     app.state.sessions.sweep().await;
     let mut in_memory = 0;
     app.state.sessions.store.for_each(|_, _| in_memory += 1);
-    assert_eq!(in_memory, 1, "only the logged-in session is still in memory");
+    assert_eq!(
+        in_memory, 1,
+        "only the logged-in session is still in memory"
+    );
 }

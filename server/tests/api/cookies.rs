@@ -296,7 +296,8 @@ async fn an_ended_session_id_in_the_query_or_the_odoo_header_is_refused() {
         .await;
     assert_eq!(r.status, 200);
     let url = app.api("auth");
-    let cases: [(&str, Option<&str>, &[(&str, &str)]); 6] = [
+    type Case<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, &'a str)]);
+    let cases: [Case; 6] = [
         (
             "query",
             None,
