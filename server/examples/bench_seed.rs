@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use session_timeout::clock::{Clock, SystemClock};
-use session_timeout::sessions::{key_for, load_or_create_secret};
+use session_timeout::secret::{key_for, load_or_create_secret};
 use session_timeout::store::{Store, StoreOptions};
 
 fn main() -> anyhow::Result<()> {

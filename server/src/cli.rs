@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::admin::{LIFETIME_KEY, TIMEOUT_KEY};
+use crate::settings::{LIFETIME_KEY, TIMEOUT_KEY};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOptions {

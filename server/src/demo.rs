@@ -11,8 +11,8 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use crate::http::{cookie_value, AppState};
 use crate::policy::EndReason;
-use crate::routes::{cookie_value, AppState};
 use crate::sessions::{Answer, Op};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

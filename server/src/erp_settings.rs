@@ -11,31 +11,14 @@
 //! sidecar that was down, or a new sidecar, catches up by itself, and only a
 //! committed value is ever read.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use actix_web::web;
 use serde_json::Value;
 
-use crate::admin::TIMEOUT_KEY;
 use crate::config::ErpSettings;
-use crate::routes::AppState;
-
-/// What the last reads gave, for the admin API and the logs.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct SyncStatus {
-    /// Wall-clock time (ms since the epoch) of the last successful read.
-    pub last_ok_ms: Option<u64>,
-    /// Why the last read failed, if it did.
-    pub last_error: Option<String>,
-}
-
-/// The ERP's source of the timeout, as the admin API shows it.
-#[derive(Debug)]
-pub struct ErpSource {
-    pub url: String,
-    pub status: Mutex<SyncStatus>,
-}
+use crate::http::AppState;
+use crate::settings::TIMEOUT_KEY;
 
 /// Interprets the addon's answer: `{"activity_session_timeout_key": "300"}`,
 /// the raw parameter as stored in the ERP (`null` when unset). The value is
@@ -111,12 +94,14 @@ pub fn spawn_poller(state: web::Data<AppState>, cfg: ErpSettings, timeout: Durat
         loop {
             let Some(st) = weak.upgrade() else { return };
             let outcome = match fetch(&cfg, timeout).await {
-                Ok(raw) => crate::admin::apply_erp_timeout(&st, raw)
+                Ok(raw) => st
+                    .settings
+                    .apply_erp_timeout(&st.sessions, raw)
                     .await
                     .map_err(|e| format!("cannot store the ERP's timeout: {e}")),
                 Err(e) => Err(e),
             };
-            if let Some(src) = &st.admin.erp {
+            if let Some(src) = &st.settings.erp {
                 let mut s = src.status.lock().unwrap_or_else(|e| e.into_inner());
                 match &outcome {
                     Ok(()) => {

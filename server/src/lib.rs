@@ -17,18 +17,18 @@
 //! - `cli`: the `settings` and `sessions` subcommands (admin API client).
 //! - `demo`: the stand-in ERP for `session-timeout demo`.
 
-pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod cookie;
 pub mod demo;
 pub mod erp_settings;
-pub mod error;
+pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
-pub mod routes;
+pub mod secret;
 pub mod sessions;
+pub mod settings;
 pub mod startup;
 pub mod store;

@@ -2,7 +2,6 @@
 //! using the policy, the store and the ERP lookup. No HTTP here.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use crate::clock::Clock;
 use crate::identity::{self, Lookup};
 use crate::metrics::Metrics;
 use crate::policy::{self, EndReason, Millis, SessionStatus, UserClass};
+use crate::secret::cut;
 use crate::store::{Entry, SessionKey, Store, StoreError};
 
 /// How soon a portal session is looked up again (its user may be made
@@ -443,19 +443,6 @@ fn judge(
     }
 }
 
-/// HMAC-SHA-256 of a cookie value under the server secret, cut to 128 bits.
-pub fn key_for(secret: &[u8; 32], cookie_value: &str) -> SessionKey {
-    let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    cut(mac.chain_update(cookie_value.as_bytes()))
-}
-
-fn cut(mac: Hmac<Sha256>) -> SessionKey {
-    let full = mac.finalize().into_bytes();
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&full[..16]);
-    SessionKey(key)
-}
-
 struct InflightGuard<'a> {
     map: &'a Mutex<HashMap<SessionKey, Arc<Notify>>>,
     key: SessionKey,
@@ -479,52 +466,4 @@ pub enum PrefixError {
     Malformed,
     NotFound,
     Ambiguous,
-}
-
-/// Reads the server secret kept beside the database, creating it on first
-/// start (32 random bytes, hex, readable by the owner only).
-/// A short public fingerprint of the secret, kept in the database so that a
-/// lost or replaced secret file is noticed at start instead of silently
-/// re-keying every session (which would make ended sessions look new).
-pub fn secret_fingerprint(secret: &[u8; 32]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(b"session-timeout secret fingerprint");
-    hex::encode(&mac.finalize().into_bytes()[..16])
-}
-
-pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let bytes = hex::decode(s.trim())
-                .map_err(|_| format!("secret file {} is not hex", path.display()))?;
-            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-                format!(
-                    "secret file {} must hold 32 bytes (64 hex digits)",
-                    path.display()
-                )
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use rand::RngCore;
-            use std::io::Write;
-            let mut secret = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut secret);
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts
-                .open(path)
-                .map_err(|e| format!("cannot create secret file {}: {e}", path.display()))?;
-            f.write_all(hex::encode(secret).as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(|e| format!("cannot write secret file {}: {e}", path.display()))?;
-            log::info!("created a new server secret in {}", path.display());
-            Ok(secret)
-        }
-        Err(e) => Err(format!("cannot read secret file {}: {e}", path.display())),
-    }
 }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 
-use crate::admin::{AdminState, Configured, LIFETIME_KEY, TIMEOUT_KEY};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::http::{self, AdminState, AppState};
 use crate::metrics::Metrics;
-use crate::routes::{self, AppState};
-use crate::sessions::{self, IdentityConfig, Sessions};
+use crate::secret;
+use crate::sessions::{IdentityConfig, Sessions};
+use crate::settings::{Configured, LiveSettings, LIFETIME_KEY, TIMEOUT_KEY};
 use crate::store::{Store, StoreOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,51 +25,6 @@ pub enum StartError {
     Folder(String, std::io::Error),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
-}
-
-/// The name of the stored secret fingerprint (not an admin setting: the
-/// admin API neither shows nor accepts it).
-pub const SECRET_FINGERPRINT_KEY: &str = "secret_fingerprint";
-
-/// Loads the server secret, creating it only for a database that has no
-/// sessions keyed with another one. A missing or replaced secret would give
-/// every cookie a new key, so a session that ended here would look like a new
-/// login: refused, naming both files.
-async fn open_secret(settings: &Settings, store: &Store) -> Result<[u8; 32], StartError> {
-    let path = settings.secret_file.display();
-    let db = settings.db.display();
-    let mut sessions = 0usize;
-    store.for_each(|_, _| sessions += 1);
-    if sessions > 0 && !settings.secret_file.exists() {
-        return Err(StartError::Secret(format!(
-            "secret file {path} is missing, but database {db} holds {sessions} sessions keyed \
-             with it: restore the secret file from a backup (a new secret would make sessions \
-             that ended here look like new logins)"
-        )));
-    }
-    let secret =
-        sessions::load_or_create_secret(&settings.secret_file).map_err(StartError::Secret)?;
-    let fingerprint = sessions::secret_fingerprint(&secret);
-    match store.read_settings()?.get(SECRET_FINGERPRINT_KEY) {
-        Some(f) if *f == fingerprint => Ok(secret),
-        Some(_) if sessions > 0 => Err(StartError::Secret(format!(
-            "secret file {path} is not the secret database {db} holds {sessions} sessions keyed \
-             with: restore the right secret file (another secret would make sessions that ended \
-             here look like new logins)"
-        ))),
-        // A new database, one from before fingerprints, or one with no
-        // session left to protect: this secret is the one from now on.
-        _ => {
-            store
-                .set_setting(
-                    SECRET_FINGERPRINT_KEY,
-                    &fingerprint,
-                    "server secret fingerprint recorded",
-                )
-                .await?;
-            Ok(secret)
-        }
-    }
 }
 
 /// Opens the database and everything that lives as long as the process.
@@ -84,7 +40,9 @@ pub async fn open_state(
         commit_window: settings.commit_window,
     };
     let store = Arc::new(Store::open(&settings.db, opts, clock.now())?);
-    let secret = open_secret(settings, &store).await?;
+    let secret = secret::open(settings, &store)
+        .await
+        .map_err(StartError::Secret)?;
 
     // Values given in the configuration win over stored ones and are stored,
     // so the admin API and the audit log show what is in force.
@@ -116,12 +74,12 @@ pub async fn open_state(
             configured.lifetime = Some(l);
         }
     }
-    let admin = AdminState::new(
-        settings.admin_token.as_deref(),
+    let admin = AdminState::new(settings.admin_token.as_deref());
+    let live = LiveSettings::new(
         configured,
         settings.erp_settings.as_ref().map(|e| e.url.as_str()),
     );
-    admin.apply(&store);
+    live.apply(&store);
 
     let identity = IdentityConfig {
         session_info_url: settings.session_info_url.clone(),
@@ -145,6 +103,7 @@ pub async fn open_state(
         login_url: settings.login_url.clone(),
         logout_url: settings.logout_url.clone(),
         base_path: settings.base_path.clone(),
+        settings: live,
         admin,
     }))
 }
@@ -216,9 +175,9 @@ where
         let state = state.clone();
         App::new()
             .app_data(state.clone())
-            .configure(|c| routes::configure(c, state))
+            .configure(|c| http::configure(c, state))
             .configure(extra.clone())
-            .default_service(web::to(routes::not_found))
+            .default_service(web::to(http::not_found))
     })
     .workers(workers)
     // Every connection costs a file descriptor: a cap per worker that leaves

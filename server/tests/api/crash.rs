@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use session_timeout::sessions::{key_for, load_or_create_secret};
+use session_timeout::secret::{key_for, load_or_create_secret};
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-timeout");
 const WINDOW_MS: i64 = 100;

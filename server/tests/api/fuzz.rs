@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use session_timeout::clock::ManualClock;
 use session_timeout::config::RawOptions;
-use session_timeout::{routes, startup};
+use session_timeout::{http, startup};
 
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -111,8 +111,8 @@ fn random_requests_never_panic_and_errors_are_json() {
         sys.block_on(atest::init_service(
             App::new()
                 .app_data(state.clone())
-                .configure(move |c| routes::configure(c, state))
-                .default_service(web::to(routes::not_found)),
+                .configure(move |c| http::configure(c, state))
+                .default_service(web::to(http::not_found)),
         ))
     };
     let mut runner = TestRunner::new(Config {

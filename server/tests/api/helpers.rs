@@ -6,7 +6,7 @@ use actix_web::web;
 use session_timeout::clock::ManualClock;
 use session_timeout::config::RawOptions;
 use session_timeout::demo::DemoErp;
-use session_timeout::routes::AppState;
+use session_timeout::http::AppState;
 use session_timeout::startup;
 
 pub const TOKEN: &str = "test-admin-token-0123456789";

@@ -1,5 +1,17 @@
-//! The sidecar's HTTP API. Only this module (and `admin`) knows HTTP and
-//! JSON; they turn requests into calls on `Sessions` and answers into bodies.
+//! The sidecar's HTTP layer, the only code that knows HTTP and JSON: it turns
+//! requests into calls on `Sessions` and answers into bodies.
+//!
+//! This module holds what every audience shares (`AppState`, `configure()`
+//! mounting every route under the base path, `resource()`, the JSON body
+//! reader, the same-origin check, reading the session cookie); then one
+//! module per audience: `page` (the browser client: heartbeat, check,
+//! logout, config), `proxy` (forward auth on every ERP request), `admin`
+//! (admin API, bearer token); and `error` (`ApiError`, the JSON error body).
+
+mod admin;
+pub mod error;
+mod page;
+mod proxy;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,14 +20,14 @@ use actix_web::dev::Service as _;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
-use serde::Deserialize;
 
-use crate::admin::{self, AdminState};
+pub use admin::AdminState;
+use error::ApiError;
+
 use crate::cookie::{self, SessionId};
-use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::policy::{heartbeat_interval_ms, EndReason};
-use crate::sessions::{Answer, Op, Sessions};
+use crate::sessions::Sessions;
+use crate::settings::LiveSettings;
 
 /// Largest request body accepted anywhere in the API.
 pub const MAX_BODY: usize = 1024;
@@ -24,12 +36,14 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Header naming the logout URL on a `401` from `auth`.
 pub const LOGOUT_HEADER: &str = "x-session-timeout-logout";
 
+/// Everything the handlers share, for as long as the server runs.
 pub struct AppState {
     pub sessions: Arc<Sessions>,
     pub cookie_name: String,
     pub login_url: String,
     pub logout_url: String,
     pub base_path: String,
+    pub settings: LiveSettings,
     pub admin: AdminState,
 }
 
@@ -54,24 +68,24 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 res
             }
         })
-        .service(resource("/api/v1/heartbeat", "POST").route(web::post().to(heartbeat)))
-        .service(resource("/api/v1/check", "GET").route(web::get().to(check)))
-        .service(resource("/api/v1/logout", "POST").route(web::post().to(logout)))
+        .service(resource("/api/v1/heartbeat", "POST").route(web::post().to(page::heartbeat)))
+        .service(resource("/api/v1/check", "GET").route(web::get().to(page::check)))
+        .service(resource("/api/v1/logout", "POST").route(web::post().to(page::logout)))
         // HEAD too: some proxies probe forward-auth with it.
         .service(
             resource("/api/v1/auth", "GET")
-                .route(web::get().to(auth))
-                .route(web::head().to(auth)),
+                .route(web::get().to(proxy::auth))
+                .route(web::head().to(proxy::auth)),
         )
         // Envoy ext_authz appends the original path and keeps the method, and
         // allows only 200; Traefik and Envoy hand a refusal to the browser as
         // is, so they use the variant that answers with the redirect itself.
-        .service(web::resource("/api/v1/auth/{tail:.*}").to(auth_any))
+        .service(web::resource("/api/v1/auth/{tail:.*}").to(proxy::auth_any))
         .service(
             web::resource(["/api/v1/auth-redirect", "/api/v1/auth-redirect/{tail:.*}"])
-                .to(auth_redirect),
+                .to(proxy::auth_redirect),
         )
-        .service(resource("/api/v1/config", "GET").route(web::get().to(config)))
+        .service(resource("/api/v1/config", "GET").route(web::get().to(page::config)))
         .service(
             resource("/healthz", "GET")
                 .route(web::get().to(healthz))
@@ -136,7 +150,7 @@ pub fn cookie_value(req: &HttpRequest, name: &str) -> Option<String> {
     }
 }
 
-fn cookie_lines(req: &HttpRequest) -> Vec<&[u8]> {
+pub(crate) fn cookie_lines(req: &HttpRequest) -> Vec<&[u8]> {
     req.headers()
         .get_all(header::COOKIE)
         .map(|v| v.as_bytes())
@@ -144,7 +158,7 @@ fn cookie_lines(req: &HttpRequest) -> Vec<&[u8]> {
 }
 
 /// The session cookie of a page's request (heartbeat, check, logout).
-fn session_cookie(req: &HttpRequest, st: &AppState) -> Result<String, ApiError> {
+pub(crate) fn session_cookie(req: &HttpRequest, st: &AppState) -> Result<String, ApiError> {
     match cookie::cookie_value(&cookie_lines(req), &st.cookie_name) {
         SessionId::Found(mut v) => Ok(v.pop().unwrap_or_default()),
         SessionId::Ambiguous(why) => Err(ApiError::bad_request(
@@ -165,32 +179,8 @@ fn session_cookie(req: &HttpRequest, st: &AppState) -> Result<String, ApiError> 
     }
 }
 
-/// Every session id the ERP could use for a proxied request: the cookie,
-/// and the explicit ones Odoo 17 reads (`X-Openerp-Session-Id`, and
-/// `?session_id=` of the original URI, which nginx sends as `X-Original-URI`,
-/// Caddy and Traefik as `X-Forwarded-Uri`, and Envoy as this request's own).
-fn forwarded_session_ids(req: &HttpRequest, name: &str) -> SessionId {
-    let explicit: Vec<&[u8]> = req
-        .headers()
-        .get_all("x-openerp-session-id")
-        .map(|v| v.as_bytes())
-        .collect();
-    let mut queries: Vec<&[u8]> = ["x-original-uri", "x-forwarded-uri"]
-        .iter()
-        .flat_map(|h| req.headers().get_all(*h))
-        .filter_map(|v| {
-            let uri = v.as_bytes();
-            uri.iter().position(|&c| c == b'?').map(|q| &uri[q + 1..])
-        })
-        .collect();
-    if !req.query_string().is_empty() {
-        queries.push(req.query_string().as_bytes());
-    }
-    cookie::session_ids(&cookie_lines(req), &explicit, &queries, name)
-}
-
 /// Refuses state changes that a page of another site could trigger.
-fn same_origin(req: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn same_origin(req: &HttpRequest) -> Result<(), ApiError> {
     let forbidden = |why: String| ApiError::new(StatusCode::FORBIDDEN, "cross_site", why);
     if let Some(site) = req
         .headers()
@@ -308,196 +298,7 @@ pub async fn read_json_body(
     })
 }
 
-fn truncate_json(v: &serde_json::Value) -> String {
-    v.to_string().chars().take(40).collect()
-}
-
-fn answer_response(st: &AppState, a: Answer) -> HttpResponse {
-    let body = match a {
-        Answer::Active {
-            timeout_s,
-            remaining_ms,
-        } => {
-            serde_json::json!({ "state": "active", "timeout_s": timeout_s, "remaining_ms": remaining_ms })
-        }
-        Answer::Exempt => serde_json::json!({ "state": "exempt" }),
-        Answer::Ended(reason) => {
-            serde_json::json!({ "state": "expired", "reason": reason.as_str(), "logout_url": st.logout_url })
-        }
-    };
-    HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(body)
-}
-
-#[derive(Deserialize)]
-struct HeartbeatBody {
-    #[serde(default)]
-    idle_ms: Option<u64>,
-}
-
-async fn heartbeat(
-    req: HttpRequest,
-    payload: web::Payload,
-    st: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    same_origin(&req)?;
-    let cookie = session_cookie(&req, &st)?;
-    let body = read_json_body(&req, payload, true).await?;
-    let idle_ms = match body {
-        None => 0,
-        Some(v) if !v.is_object() => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                format!(
-                    "a heartbeat body must be a JSON object such as {{\"idle_ms\": 1200}}, not {}",
-                    truncate_json(&v)
-                ),
-            ))
-        }
-        Some(v) => {
-            let b: HeartbeatBody = serde_json::from_value(v).map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_body",
-                    format!("`idle_ms` must be a whole number of milliseconds, 0 or more: {e}"),
-                )
-            })?;
-            b.idle_ms.unwrap_or(0)
-        }
-    };
-    let (a, too_soon) = st
-        .sessions
-        .answer_limited(&cookie, Op::Heartbeat { idle_ms })
-        .await;
-    if let Some(wait_ms) = too_soon {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("heartbeats of one session must be at least {} ms apart (this one was recorded); retry in {wait_ms} ms", crate::policy::MIN_HEARTBEAT_GAP_MS),
-        ));
-    }
-    Ok(answer_response(&st, a))
-}
-
-async fn check(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let cookie = session_cookie(&req, &st)?;
-    let a = st.sessions.answer(&cookie, Op::Check).await;
-    Ok(answer_response(&st, a))
-}
-
-async fn logout(
-    req: HttpRequest,
-    payload: web::Payload,
-    st: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    same_origin(&req)?;
-    let cookie = session_cookie(&req, &st)?;
-    read_json_body(&req, payload, true).await?;
-    let key = st.sessions.key(&cookie);
-    st.sessions
-        .end(&key, EndReason::Logout)
-        .await
-        .map_err(ApiError::storage)?;
-    let reason = st
-        .sessions
-        .store
-        .get(&key)
-        .and_then(|e| e.end_reason)
-        .unwrap_or(EndReason::Logout);
-    Ok(answer_response(&st, Answer::Ended(reason)))
-}
-
-/// Forward auth: 204 lets the proxy pass the request, 401 sends the user to
-/// the logout URL. Never counts as activity.
-/// A request without a session cookie passes: the ERP itself asks for a login.
-async fn auth(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
-    match forward_verdict(&req, &st).await {
-        Ok(()) => HttpResponse::NoContent().finish(),
-        Err(refusal) => refused(&st, refusal),
-    }
-}
-
-/// Why the proxy must not pass a request.
-enum Refusal {
-    Ended(EndReason),
-    /// The request's session id cannot be read as the ERP reads it.
-    Ambiguous(&'static str),
-}
-
-/// Whether the proxy may pass the request: every session id the ERP could
-/// use must be active or exempt.
-async fn forward_verdict(req: &HttpRequest, st: &AppState) -> Result<(), Refusal> {
-    let ids = match forwarded_session_ids(req, &st.cookie_name) {
-        SessionId::None => return Ok(()),
-        SessionId::Ambiguous(why) => {
-            st.sessions.metrics.count_ambiguous();
-            return Err(Refusal::Ambiguous(why));
-        }
-        SessionId::Found(ids) => ids,
-    };
-    for id in ids {
-        if let Answer::Ended(reason) = st.sessions.answer(&id, Op::Auth).await {
-            return Err(Refusal::Ended(reason));
-        }
-    }
-    Ok(())
-}
-
-fn refused(st: &AppState, refusal: Refusal) -> HttpResponse {
-    let body = match refusal {
-        Refusal::Ended(reason) => serde_json::json!({
-            "error": "session_ended",
-            "message": format!("the session has ended ({reason}); log in again through {}", st.logout_url),
-            "reason": reason.as_str(),
-            "logout_url": st.logout_url,
-        }),
-        Refusal::Ambiguous(why) => serde_json::json!({
-            "error": "ambiguous_session",
-            "message": format!("the request's session id cannot be read as the ERP reads it ({why}); refused, log in again through {}", st.logout_url),
-            "reason": "ambiguous",
-            "logout_url": st.logout_url,
-        }),
-    };
-    HttpResponse::Unauthorized()
-        .insert_header((LOGOUT_HEADER, st.logout_url.as_str()))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(body)
-}
-
-/// Forward auth for Envoy: any method and path, `200` to allow.
-async fn auth_any(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
-    match forward_verdict(&req, &st).await {
-        Ok(()) => HttpResponse::Ok().finish(),
-        Err(refusal) => refused(&st, refusal),
-    }
-}
-
-/// Forward auth for proxies that return the refusal to the browser as is
-/// (Traefik, Envoy): `200` to allow, `303` to the logout URL to refuse.
-async fn auth_redirect(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
-    match forward_verdict(&req, &st).await {
-        Ok(()) => HttpResponse::Ok().finish(),
-        Err(_) => HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, st.logout_url.as_str()))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish(),
-    }
-}
-
-async fn config(st: web::Data<AppState>) -> HttpResponse {
-    let policy = st.sessions.store.policy();
-    HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({
-            "timeout_s": policy.timeout_s(),
-            "heartbeat_interval_ms": heartbeat_interval_ms(policy.timeout_ms),
-            "logout_url": st.logout_url,
-            "login_url": st.login_url,
-            "base_path": st.base_path,
-        }))
-}
-
-async fn healthz(st: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     let healthy = st
         .sessions
         .store
@@ -514,7 +315,7 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     .json(body)
 }
 
-async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
     let text = st.sessions.metrics.render(&st.sessions.store);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -1,90 +1,29 @@
 //! The admin API, behind a bearer token: settings, sessions, audit log.
 //! Without a configured token every admin route answers 404 `admin_disabled`.
 
-use std::sync::RwLock;
-
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::erp_settings::ErpSource;
-use crate::error::ApiError;
-use crate::policy::{
-    self, heartbeat_interval_ms, EndReason, Policy, SessionStatus, DEFAULT_TIMEOUT_S,
-};
-use crate::routes::{read_json_body, resource, AppState};
+use super::error::ApiError;
+use super::{read_json_body, resource, AppState};
+use crate::policy::{self, heartbeat_interval_ms, EndReason, SessionStatus};
 use crate::sessions::{PrefixError, Sessions};
-use crate::store::{Store, StoreError};
+use crate::settings::{LIFETIME_KEY, TIMEOUT_KEY};
+use crate::store::StoreError;
 
-/// The setting ERP administrators know from the add-on we replace.
-pub const TIMEOUT_KEY: &str = "activity_session_timeout_key";
-pub const LIFETIME_KEY: &str = "absolute_lifetime_s";
-
-/// The settings as configured (raw strings, possibly invalid).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Configured {
-    pub timeout: Option<String>,
-    pub lifetime: Option<String>,
-}
-
-impl Configured {
-    /// The policy these values give, with a warning for each invalid one.
-    pub fn effective(&self) -> (Policy, Vec<String>) {
-        let mut warnings = Vec::new();
-        let (timeout, err) = policy::effective_timeout(self.timeout.as_deref());
-        if let Some(e) = err {
-            warnings.push(format!(
-                "{TIMEOUT_KEY} is invalid ({e}); using {DEFAULT_TIMEOUT_S} s"
-            ));
-        }
-        let lifetime = match self.lifetime.as_deref().map(policy::parse_lifetime) {
-            None => None,
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                warnings.push(format!(
-                    "{LIFETIME_KEY} is invalid ({e}); absolute lifetime is off"
-                ));
-                None
-            }
-        };
-        (Policy::new(timeout, lifetime), warnings)
-    }
-}
-
+/// The admin API's access: the hash of its bearer token, if one is set.
 pub struct AdminState {
     token_hash: Option<[u8; 32]>,
-    pub configured: RwLock<Configured>,
-    /// Set when the ERP owns the idle timeout (`--erp-settings-url`).
-    pub erp: Option<ErpSource>,
 }
 
 impl AdminState {
-    pub fn new(token: Option<&str>, configured: Configured, erp_url: Option<&str>) -> AdminState {
+    pub fn new(token: Option<&str>) -> AdminState {
         AdminState {
             token_hash: token.map(|t| Sha256::digest(t.as_bytes()).into()),
-            configured: RwLock::new(configured),
-            erp: erp_url.map(|url| ErpSource {
-                url: url.to_string(),
-                status: Default::default(),
-            }),
         }
-    }
-
-    /// Applies the configured values to the store's live policy, logging a
-    /// warning for each invalid one.
-    pub fn apply(&self, store: &Store) {
-        let configured = self
-            .configured
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let (policy, warnings) = configured.effective();
-        for w in warnings {
-            log::warn!("{w}");
-        }
-        store.set_policy(policy);
     }
 
     /// Checks the bearer token in constant time (both sides hashed first, so
@@ -137,14 +76,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn settings_body(st: &AppState) -> serde_json::Value {
-    let configured = st
-        .admin
-        .configured
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let configured = st.settings.configured();
     let (policy, warnings) = configured.effective();
-    let erp = st.admin.erp.as_ref().map(|src| {
+    let erp = st.settings.erp.as_ref().map(|src| {
         let status = src.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
         serde_json::json!({ "url": src.url, "last_ok_ms": status.last_ok_ms, "last_error": status.last_error })
     });
@@ -206,14 +140,14 @@ pub async fn change_settings(
             _ => None,
         };
         let check = match name.as_str() {
-            TIMEOUT_KEY if st.admin.erp.is_some() => {
+            TIMEOUT_KEY if st.settings.erp.is_some() => {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "managed_by_erp",
                     format!(
                         "`{TIMEOUT_KEY}` is set in the ERP (Odoo: Settings > General Settings > \
                          Session timeout), which this sidecar reads from {}; change it there",
-                        st.admin.erp.as_ref().map_or("", |e| e.url.as_str())
+                        st.settings.erp.as_ref().map_or("", |e| e.url.as_str())
                     ),
                 ))
             }
@@ -234,11 +168,7 @@ pub async fn change_settings(
     }
     for (name, text) in validated {
         let old = {
-            let c = st
-                .admin
-                .configured
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let c = st.settings.configured();
             if name == TIMEOUT_KEY {
                 c.timeout.clone()
             } else {
@@ -253,7 +183,7 @@ pub async fn change_settings(
             .map_err(ApiError::storage)?;
         {
             let mut c = st
-                .admin
+                .settings
                 .configured
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
@@ -265,42 +195,7 @@ pub async fn change_settings(
         }
         log::info!("setting changed: {detail}");
     }
-    st.admin.apply(&st.sessions.store);
-    Ok(())
-}
-
-/// Stores the timeout read from the ERP when it differs from the one in
-/// force (`None`: unset in the ERP, so the default applies), with an audit
-/// entry, and applies it to the next request.
-pub async fn apply_erp_timeout(st: &AppState, raw: Option<String>) -> Result<(), StoreError> {
-    // Stored as an empty value when unset: invalid, so the default applies.
-    let text = raw.map(|r| r.trim().to_string()).unwrap_or_default();
-    let old = st
-        .admin
-        .configured
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .timeout
-        .clone();
-    if old.as_deref() == Some(text.as_str()) {
-        return Ok(());
-    }
-    let detail = format!(
-        "{TIMEOUT_KEY}: {} -> {} (from the ERP)",
-        old.as_deref().unwrap_or("(unset)"),
-        if text.is_empty() { "(unset)" } else { &text }
-    );
-    st.sessions
-        .store
-        .set_setting(TIMEOUT_KEY, &text, &detail)
-        .await?;
-    st.admin
-        .configured
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .timeout = Some(text);
-    log::info!("setting changed: {detail}");
-    st.admin.apply(&st.sessions.store);
+    st.settings.apply(&st.sessions.store);
     Ok(())
 }
 

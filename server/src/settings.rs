@@ -1,0 +1,129 @@
+//! The settings in force: the idle timeout and the absolute lifetime as
+//! configured (raw, possibly invalid) and the policy they give, applied to
+//! the store. Where the timeout comes from (the sidecar, or the ERP with
+//! `--erp-settings-url`) is decided here too. No HTTP here.
+
+use std::sync::{Mutex, RwLock};
+
+use crate::policy::{self, Policy, DEFAULT_TIMEOUT_S};
+use crate::sessions::Sessions;
+use crate::store::{Store, StoreError};
+
+/// The setting ERP administrators know from the add-on we replace.
+pub const TIMEOUT_KEY: &str = "activity_session_timeout_key";
+pub const LIFETIME_KEY: &str = "absolute_lifetime_s";
+
+/// The settings as configured (raw strings, possibly invalid).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Configured {
+    pub timeout: Option<String>,
+    pub lifetime: Option<String>,
+}
+
+impl Configured {
+    /// The policy these values give, with a warning for each invalid one.
+    pub fn effective(&self) -> (Policy, Vec<String>) {
+        let mut warnings = Vec::new();
+        let (timeout, err) = policy::effective_timeout(self.timeout.as_deref());
+        if let Some(e) = err {
+            warnings.push(format!(
+                "{TIMEOUT_KEY} is invalid ({e}); using {DEFAULT_TIMEOUT_S} s"
+            ));
+        }
+        let lifetime = match self.lifetime.as_deref().map(policy::parse_lifetime) {
+            None => None,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                warnings.push(format!(
+                    "{LIFETIME_KEY} is invalid ({e}); absolute lifetime is off"
+                ));
+                None
+            }
+        };
+        (Policy::new(timeout, lifetime), warnings)
+    }
+}
+
+/// What the last reads gave, for the admin API and the logs.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SyncStatus {
+    /// Wall-clock time (ms since the epoch) of the last successful read.
+    pub last_ok_ms: Option<u64>,
+    /// Why the last read failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// The ERP's source of the timeout, as the admin API shows it.
+#[derive(Debug)]
+pub struct ErpSource {
+    pub url: String,
+    pub status: Mutex<SyncStatus>,
+}
+
+/// The settings of the running server.
+pub struct LiveSettings {
+    pub configured: RwLock<Configured>,
+    /// Set when the ERP owns the idle timeout (`--erp-settings-url`).
+    pub erp: Option<ErpSource>,
+}
+
+impl LiveSettings {
+    pub fn new(configured: Configured, erp_url: Option<&str>) -> LiveSettings {
+        LiveSettings {
+            configured: RwLock::new(configured),
+            erp: erp_url.map(|url| ErpSource {
+                url: url.to_string(),
+                status: Default::default(),
+            }),
+        }
+    }
+
+    pub fn configured(&self) -> Configured {
+        self.configured
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies the configured values to the store's live policy, logging a
+    /// warning for each invalid one.
+    pub fn apply(&self, store: &Store) {
+        let (policy, warnings) = self.configured().effective();
+        for w in warnings {
+            log::warn!("{w}");
+        }
+        store.set_policy(policy);
+    }
+
+    /// Stores the timeout read from the ERP when it differs from the one in
+    /// force (`None`: unset in the ERP, so the default applies), with an audit
+    /// entry, and applies it to the next request.
+    pub async fn apply_erp_timeout(
+        &self,
+        sessions: &Sessions,
+        raw: Option<String>,
+    ) -> Result<(), StoreError> {
+        // Stored as an empty value when unset: invalid, so the default applies.
+        let text = raw.map(|r| r.trim().to_string()).unwrap_or_default();
+        let old = self.configured().timeout;
+        if old.as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+        let detail = format!(
+            "{TIMEOUT_KEY}: {} -> {} (from the ERP)",
+            old.as_deref().unwrap_or("(unset)"),
+            if text.is_empty() { "(unset)" } else { &text }
+        );
+        sessions
+            .store
+            .set_setting(TIMEOUT_KEY, &text, &detail)
+            .await?;
+        self.configured
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .timeout = Some(text);
+        log::info!("setting changed: {detail}");
+        self.apply(&sessions.store);
+        Ok(())
+    }
+}
