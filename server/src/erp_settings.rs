@@ -115,7 +115,7 @@ pub fn spawn_poller(state: web::Data<AppState>, cfg: ErpSettings, timeout: Durat
                 (Ok(()), Some(_)) => log::info!("reading the timeout from the ERP works again"),
                 (Err(e), prev) if prev.as_ref() != Some(e) => log::warn!(
                     "{e}; the timeout in force stays {} s, read again every {} ms",
-                    st.sessions.store.policy().timeout_s(),
+                    st.sessions.policy().timeout_s(),
                     cfg.interval.as_millis()
                 ),
                 _ => {}

@@ -114,7 +114,7 @@ async fn run(mut settings: Settings, demo: Option<(PathBuf, bool)>) -> i32 {
     if let Some(erp) = settings.erp_settings.clone() {
         session_timeout::erp_settings::spawn_poller(state.clone(), erp, settings.lookup_timeout);
     }
-    let policy = state.sessions.store.policy();
+    let policy = state.sessions.policy();
     let server = match demo {
         Some((www, enforce)) => {
             let erp = DemoErp::new(www).enforce(enforce);

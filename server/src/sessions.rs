@@ -2,6 +2,7 @@
 //! using the policy, the store and the ERP lookup. No HTTP here.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use sha2::Sha256;
 use crate::clock::Clock;
 use crate::identity::{self, Lookup};
 use crate::metrics::Metrics;
-use crate::policy::{self, EndReason, Millis, SessionStatus, UserClass};
+use crate::policy::{self, EndReason, Millis, Policy, SessionStatus, UserClass};
 use crate::secret::cut;
 use crate::store::{Entry, SessionKey, Store, StoreError};
 
@@ -60,6 +61,9 @@ pub struct Sessions {
     pub retention: Duration,
     /// HMAC keyed with the server secret once; cloned for each cookie.
     mac: Hmac<Sha256>,
+    /// The policy in force, read lock-free on every request.
+    timeout_ms: AtomicI64,
+    lifetime_ms: AtomicI64,
     lookups: tokio::sync::Semaphore,
     /// Lookups under way, so that concurrent first requests of one session
     /// ask the ERP once and the others wait for that answer.
@@ -87,9 +91,26 @@ impl Sessions {
             identity,
             retention,
             mac,
+            timeout_ms: AtomicI64::new(Policy::default().timeout_ms),
+            lifetime_ms: AtomicI64::new(0),
             lookups,
             inflight: Mutex::default(),
         }
+    }
+
+    /// The policy in force (settings apply it with `set_policy`).
+    pub fn policy(&self) -> Policy {
+        let life = self.lifetime_ms.load(Ordering::Relaxed);
+        Policy {
+            timeout_ms: self.timeout_ms.load(Ordering::Relaxed),
+            absolute_lifetime_ms: (life > 0).then_some(life),
+        }
+    }
+
+    pub fn set_policy(&self, p: Policy) {
+        self.timeout_ms.store(p.timeout_ms, Ordering::Relaxed);
+        self.lifetime_ms
+            .store(p.absolute_lifetime_ms.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The keyed hash that stands for a cookie value everywhere we store.
@@ -115,7 +136,7 @@ impl Sessions {
     ) -> (Answer, Option<i64>) {
         let key = self.key(cookie_value);
         let mut too_soon = None;
-        let policy = self.store.policy();
+        let policy = self.policy();
         // The common case takes the shard lock once: a known session whose
         // owner is settled is judged at once; otherwise ask the ERP first.
         // The proxy's check never waits for the ERP about a known session:
@@ -354,7 +375,7 @@ impl Sessions {
     /// `sweep` for one shard: one pass under its lock, then the endings.
     pub async fn sweep_shard(&self, shard: usize) {
         let now = self.clock.now();
-        let policy = self.store.policy();
+        let policy = self.policy();
         let forget_before = now.0 - self.retention.as_millis() as i64;
         let stale_public = now.0 - 600_000;
         let mut due = Vec::new();

@@ -7,7 +7,7 @@ use std::sync::{Mutex, RwLock};
 
 use crate::policy::{self, Policy, DEFAULT_TIMEOUT_S};
 use crate::sessions::Sessions;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// The setting ERP administrators know from the add-on we replace.
 pub const TIMEOUT_KEY: &str = "activity_session_timeout_key";
@@ -87,12 +87,12 @@ impl LiveSettings {
 
     /// Applies the configured values to the store's live policy, logging a
     /// warning for each invalid one.
-    pub fn apply(&self, store: &Store) {
+    pub fn apply(&self, sessions: &Sessions) {
         let (policy, warnings) = self.configured().effective();
         for w in warnings {
             log::warn!("{w}");
         }
-        store.set_policy(policy);
+        sessions.set_policy(policy);
     }
 
     /// Stores the timeout read from the ERP when it differs from the one in
@@ -123,7 +123,7 @@ impl LiveSettings {
             .unwrap_or_else(|e| e.into_inner())
             .timeout = Some(text);
         log::info!("setting changed: {detail}");
-        self.apply(&sessions.store);
+        self.apply(sessions);
         Ok(())
     }
 }

@@ -79,7 +79,6 @@ pub async fn open_state(
         configured,
         settings.erp_settings.as_ref().map(|e| e.url.as_str()),
     );
-    live.apply(&store);
 
     let identity = IdentityConfig {
         session_info_url: settings.session_info_url.clone(),
@@ -97,6 +96,7 @@ pub async fn open_state(
         secret,
         settings.retention,
     ));
+    live.apply(&sessions);
     Ok(web::Data::new(AppState {
         sessions,
         cookie_name: settings.cookie_name.clone(),

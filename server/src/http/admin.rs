@@ -195,7 +195,7 @@ pub async fn change_settings(
         }
         log::info!("setting changed: {detail}");
     }
-    st.settings.apply(&st.sessions.store);
+    st.settings.apply(&st.sessions);
     Ok(())
 }
 
@@ -246,7 +246,7 @@ async fn list_sessions(
 
 fn session_rows(sessions: &Sessions, want: &str, limit: usize) -> serde_json::Value {
     let now = sessions.clock.now();
-    let policy = sessions.store.policy();
+    let policy = sessions.policy();
     let mut rows = Vec::new();
     sessions.store.for_each(|k, e| {
         let (state, remaining) = if let Some(r) = e.end_reason {

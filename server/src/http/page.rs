@@ -112,7 +112,7 @@ pub(super) async fn logout(
 }
 
 pub(super) async fn config(st: web::Data<AppState>) -> HttpResponse {
-    let policy = st.sessions.store.policy();
+    let policy = st.sessions.policy();
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({
