@@ -191,42 +191,22 @@ fn random_configuration_values_are_accepted_or_refused_with_the_field_named() {
         "-?[0-9]{1,24}",
         Just(String::new())
     ]);
-    let strategy = (0usize..12, value);
+    // Every key of the configuration but the one that needs another
+    // (`erp_settings_url` needs a token, and the error names the token).
+    let keys: Vec<String> = session_timeout::config::known_keys()
+        .into_iter()
+        .filter(|k| k != "erp_settings_url")
+        .collect();
+    let strategy = (0usize..keys.len(), value);
     runner
         .run(&strategy, |(field, v)| {
-            let mut o = RawOptions {
-                session_info_url: Some("none".into()),
-                ..Default::default()
-            };
-            let name = [
-                "bind",
-                "db",
-                "timeout",
-                "absolute_lifetime",
-                "base_path",
-                "cookie_name",
-                "session_info_url",
-                "login_url",
-                "logout_url",
-                "commit_window_ms",
-                "retention_days",
-                "workers",
-            ][field];
-            let slot = match field {
-                0 => &mut o.bind,
-                1 => &mut o.db,
-                2 => &mut o.timeout,
-                3 => &mut o.absolute_lifetime,
-                4 => &mut o.base_path,
-                5 => &mut o.cookie_name,
-                6 => &mut o.session_info_url,
-                7 => &mut o.login_url,
-                8 => &mut o.logout_url,
-                9 => &mut o.commit_window_ms,
-                10 => &mut o.retention_days,
-                _ => &mut o.workers,
-            };
-            *slot = v.clone();
+            let name = keys[field].as_str();
+            let mut m = serde_json::Map::new();
+            m.insert("session_info_url".into(), "none".into());
+            if let Some(v) = &v {
+                m.insert(name.into(), serde_json::Value::String(v.clone()));
+            }
+            let o: RawOptions = serde_json::from_value(serde_json::Value::Object(m)).unwrap();
             match o.resolve("127.0.0.1:0") {
                 Ok(_) => {}
                 Err(e) => {

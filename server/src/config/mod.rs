@@ -2,19 +2,22 @@
 //! optional TOML file, validated once into typed `Settings`. An invalid value
 //! is reported with the field's name and the accepted range.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::policy;
 
-/// The raw options shared by `serve` and `demo`. Every field is optional so
-/// that a config file can fill what flags and the environment leave out.
-#[derive(clap::Args, Debug, Default, Clone)]
+/// The raw options shared by `serve` and `demo`, each declared once: clap
+/// reads it from a flag or the environment, serde from the config file (its
+/// keys are the field names). Every field is optional so that a config file
+/// can fill what flags and the environment leave out.
+#[derive(clap::Args, Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawOptions {
     /// TOML file with any of the options below (keys as the flag names with `_`).
     #[arg(long, env = "SESSION_TIMEOUT_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8390, demo: 127.0.0.1:8080].
     #[arg(long, env = "SESSION_TIMEOUT_BIND")]
@@ -156,50 +159,40 @@ fn err(field: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-const KNOWN_KEYS: &[&str] = &[
-    "bind",
-    "db",
-    "timeout",
-    "absolute_lifetime",
-    "base_path",
-    "cookie_name",
-    "session_info_url",
-    "login_url",
-    "logout_url",
-    "commit_window_ms",
-    "retention_days",
-    "public_recheck_s",
-    "lookup_timeout_ms",
-    "admin_token_file",
-    "secret_file",
-    "workers",
-    "erp_settings_url",
-    "erp_token_file",
-    "erp_settings_interval_ms",
-];
+/// Every key of the configuration file (the flag names with `_`), from the
+/// one declaration of the options above.
+pub fn known_keys() -> Vec<String> {
+    match serde_json::to_value(RawOptions::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
 
 impl RawOptions {
-    /// Fills unset options from the config file, if one is named.
-    fn merge_file(mut self) -> Result<RawOptions, ConfigError> {
+    /// Fills unset options from the config file, if one is named. Flags and
+    /// the environment (already in `self`) win over the file.
+    fn merge_file(self) -> Result<RawOptions, ConfigError> {
         let Some(path) = self.config.clone() else {
             return Ok(self);
         };
         let text = std::fs::read_to_string(&path)
             .map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
-        let table: HashMap<String, toml::Value> = toml::from_str(&text).map_err(|e| {
+        let table: toml::Table = toml::from_str(&text).map_err(|e| {
             err(
                 "config",
                 format!("{} is not valid TOML: {e}", path.display()),
             )
         })?;
+        let known = known_keys();
+        let mut file = serde_json::Map::new();
         for (k, v) in table {
-            if !KNOWN_KEYS.contains(&k.as_str()) {
+            if !known.contains(&k) {
                 return Err(err(
                     "config",
                     format!(
                         "{}: unknown key `{k}` (known: {})",
                         path.display(),
-                        KNOWN_KEYS.join(", ")
+                        known.join(", ")
                     ),
                 ));
             }
@@ -217,41 +210,23 @@ impl RawOptions {
                     ))
                 }
             };
-            let slot = match k.as_str() {
-                "bind" => &mut self.bind,
-                "db" => &mut self.db,
-                "timeout" => &mut self.timeout,
-                "absolute_lifetime" => &mut self.absolute_lifetime,
-                "base_path" => &mut self.base_path,
-                "cookie_name" => &mut self.cookie_name,
-                "session_info_url" => &mut self.session_info_url,
-                "login_url" => &mut self.login_url,
-                "logout_url" => &mut self.logout_url,
-                "commit_window_ms" => &mut self.commit_window_ms,
-                "retention_days" => &mut self.retention_days,
-                "public_recheck_s" => &mut self.public_recheck_s,
-                "lookup_timeout_ms" => &mut self.lookup_timeout_ms,
-                "workers" => &mut self.workers,
-                "erp_settings_url" => &mut self.erp_settings_url,
-                "erp_settings_interval_ms" => &mut self.erp_settings_interval_ms,
-                "erp_token_file" => {
-                    self.erp_token_file.get_or_insert_with(|| PathBuf::from(&s));
-                    continue;
-                }
-                "admin_token_file" => {
-                    self.admin_token_file
-                        .get_or_insert_with(|| PathBuf::from(&s));
-                    continue;
-                }
-                "secret_file" => {
-                    self.secret_file.get_or_insert_with(|| PathBuf::from(&s));
-                    continue;
-                }
-                _ => unreachable!("checked against KNOWN_KEYS"),
-            };
-            slot.get_or_insert(s);
+            file.insert(k, serde_json::Value::String(s));
         }
-        Ok(self)
+        // Flags and environment over the file, key by key.
+        let internal = |e: serde_json::Error| err("config", format!("{}: {e}", path.display()));
+        let mut merged = match serde_json::to_value(&self).map_err(internal)? {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        for (k, v) in file {
+            if merged.get(&k).is_none_or(serde_json::Value::is_null) {
+                merged.insert(k, v);
+            }
+        }
+        let mut out: RawOptions =
+            serde_json::from_value(serde_json::Value::Object(merged)).map_err(internal)?;
+        out.config = self.config;
+        Ok(out)
     }
 
     /// Validates everything. `default_bind` differs between `serve` and `demo`.
@@ -503,233 +478,4 @@ fn read_token(file: Option<&Path>, field: &str, env: &str) -> Result<Option<Stri
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn raw() -> RawOptions {
-        RawOptions {
-            session_info_url: Some("none".into()),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn defaults() {
-        let s = raw().resolve("127.0.0.1:8390").unwrap();
-        assert_eq!(s.base_path, "/session-timeout");
-        assert_eq!(s.cookie_name, "session_id");
-        assert_eq!(s.timeout_s, None);
-        assert_eq!(s.commit_window, Duration::from_millis(250));
-        assert_eq!(
-            s.secret_file,
-            PathBuf::from("data/session-timeout.db.secret")
-        );
-    }
-
-    #[test]
-    fn invalid_values_name_the_field_and_range() {
-        let cases: Vec<(RawOptions, &str, &str)> = vec![
-            (
-                RawOptions {
-                    timeout: Some("0".into()),
-                    ..raw()
-                },
-                "--timeout",
-                "accepted: 1 to 2592000",
-            ),
-            (
-                RawOptions {
-                    timeout: Some("abc".into()),
-                    ..raw()
-                },
-                "--timeout",
-                "not a whole number",
-            ),
-            (
-                RawOptions {
-                    bind: Some("nowhere".into()),
-                    ..raw()
-                },
-                "--bind",
-                "address:port",
-            ),
-            (
-                RawOptions {
-                    base_path: Some("x/".into()),
-                    ..raw()
-                },
-                "--base-path",
-                "must start with",
-            ),
-            (
-                RawOptions {
-                    cookie_name: Some("a b".into()),
-                    ..raw()
-                },
-                "--cookie-name",
-                "cookie name",
-            ),
-            (
-                RawOptions {
-                    commit_window_ms: Some("0".into()),
-                    ..raw()
-                },
-                "--commit-window-ms",
-                "accepted: 1 to 5000 ms",
-            ),
-            (
-                RawOptions {
-                    logout_url: Some("javascript:alert(1)".into()),
-                    ..raw()
-                },
-                "--logout-url",
-                "must be a path",
-            ),
-            (
-                RawOptions {
-                    logout_url: Some("/\\evil.example".into()),
-                    ..raw()
-                },
-                "--logout-url",
-                "must be a path",
-            ),
-            (
-                RawOptions {
-                    logout_url: Some("//evil.example".into()),
-                    ..raw()
-                },
-                "--logout-url",
-                "must be a path",
-            ),
-            (
-                RawOptions {
-                    logout_url: Some("https://evil.example/".into()),
-                    ..raw()
-                },
-                "--logout-url",
-                "must be a path",
-            ),
-            (
-                RawOptions {
-                    logout_url: Some("/a b".into()),
-                    ..raw()
-                },
-                "--logout-url",
-                "must be a path",
-            ),
-            (
-                RawOptions {
-                    logout_url: Some("/\tx".into()),
-                    ..raw()
-                },
-                "--logout-url",
-                "must be a path",
-            ),
-            (
-                RawOptions {
-                    login_url: Some("/\\\\evil".into()),
-                    ..raw()
-                },
-                "--login-url",
-                "must be a path",
-            ),
-            (
-                RawOptions {
-                    absolute_lifetime: Some("10".into()),
-                    ..raw()
-                },
-                "--absolute-lifetime",
-                "0 turns it off",
-            ),
-        ];
-        for (o, field, needle) in cases {
-            let e = o.resolve("127.0.0.1:1").unwrap_err();
-            assert_eq!(e.field, field);
-            assert!(e.to_string().contains(needle), "{e}");
-        }
-    }
-
-    #[test]
-    fn the_erp_owns_the_timeout_with_a_token_and_without_timeout() {
-        let dir = tempfile::tempdir().unwrap();
-        let token = dir.path().join("erp-token");
-        std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
-        let erp = |url: &str| RawOptions {
-            erp_settings_url: Some(url.into()),
-            erp_token_file: Some(token.clone()),
-            ..raw()
-        };
-        let s = erp("http://127.0.0.1:8069/session_timeout/settings")
-            .resolve("127.0.0.1:1")
-            .unwrap();
-        let e = s.erp_settings.unwrap();
-        assert_eq!(e.token, "0123456789abcdef0123");
-        assert_eq!(e.interval, Duration::from_secs(2));
-        let cases = [
-            (
-                erp("https://erp/x"),
-                "--erp-settings-url",
-                "not an http:// URL",
-            ),
-            (
-                RawOptions {
-                    timeout: Some("600".into()),
-                    ..erp("http://127.0.0.1:8069/session_timeout/settings")
-                },
-                "--timeout",
-                "set in the ERP",
-            ),
-            (
-                RawOptions {
-                    erp_token_file: Some(dir.path().join("missing")),
-                    ..erp("http://127.0.0.1:8069/x")
-                },
-                "--erp-token-file",
-                "cannot read",
-            ),
-            (
-                RawOptions {
-                    erp_settings_interval_ms: Some("50".into()),
-                    ..erp("http://127.0.0.1:8069/x")
-                },
-                "--erp-settings-interval-ms",
-                "200 to 600000",
-            ),
-        ];
-        for (o, field, needle) in cases {
-            let e = o.resolve("127.0.0.1:1").unwrap_err();
-            assert_eq!(e.field, field);
-            assert!(e.to_string().contains(needle), "{e}");
-        }
-        std::fs::write(&token, "short").unwrap();
-        let e = erp("http://127.0.0.1:8069/x")
-            .resolve("127.0.0.1:1")
-            .unwrap_err();
-        assert_eq!(e.field, "--erp-token-file");
-        assert!(e.to_string().contains("at least 16"), "{e}");
-    }
-
-    #[test]
-    fn config_file_fills_unset_values_and_rejects_unknown_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("c.toml");
-        std::fs::write(&f, "timeout = 600\ncookie_name = \"sid\"\n").unwrap();
-        let s = RawOptions {
-            config: Some(f.clone()),
-            cookie_name: Some("flag_wins".into()),
-            ..raw()
-        }
-        .resolve("127.0.0.1:1")
-        .unwrap();
-        assert_eq!(s.timeout_s, Some(600));
-        assert_eq!(s.cookie_name, "flag_wins");
-        std::fs::write(&f, "timeuot = 600\n").unwrap();
-        let e = RawOptions {
-            config: Some(f),
-            ..raw()
-        }
-        .resolve("127.0.0.1:1")
-        .unwrap_err();
-        assert!(e.to_string().contains("unknown key `timeuot`"), "{e}");
-    }
-}
+mod tests;
