@@ -12,14 +12,10 @@
 #
 # No allocator: the client allocates nothing (client-wasm/src/tiny.rs says how),
 # so the shipped wasm must hold no allocator code although dlmalloc is declared
-# as the global allocator. The build fails when (1) the JS glue calls
-# __wbindgen_malloc/realloc/free or __externref_table_alloc (JS would hand the
-# wasm something to allocate for), (2) the optimized wasm, rebuilt with its names
-# kept, has a function whose name says allocator (dlmalloc, __rust_alloc,
-# __rdl_alloc, alloc::raw_vec, ...), or (3) the shipped wasm contains memory.grow
-# (an allocator is the only thing that would grow memory; this one holds even if
-# an allocator were inlined out of the names' sight) or exports an allocation
-# entry point.
+# as the global allocator. The build fails when the optimized wasm, rebuilt with
+# its names kept, has a function whose name says allocator (dlmalloc,
+# __rust_alloc, __rdl_alloc, alloc::raw_vec, ...), or when
+# scripts/check-no-allocator.sh finds one in the glue or the shipped wasm.
 # Re-running with no change takes about a second: cargo is incremental and the
 # last steps are skipped when www/pkg is newer than cargo's output and this script.
 #
@@ -76,10 +72,6 @@ if grep -q 'import\.meta' "$tmp/$NAME.js"; then
 fi
 # initSync (synchronous instantiation) is not used; unexported, terser drops it.
 sed -i 's/^export { initSync, __wbg_init as default };$/export { __wbg_init as default };/' "$tmp/$NAME.js"
-if grep -Eo '__wbindgen_(malloc|realloc|free)|__externref_table_alloc' "$tmp/$NAME.js" | sort -u | grep .; then
-  echo "build-wasm.sh: the JS glue above makes the wasm allocate; the client must not (see client-wasm/src/tiny.rs)" >&2
-  exit 1
-fi
 FEATURES=(--enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals
   --enable-reference-types --enable-multivalue)
 wasm-opt -Oz --strip-debug --strip-producers "${FEATURES[@]}" -o "$tmp/${NAME}_bg.opt.wasm" "$tmp/${NAME}_bg.wasm"
@@ -90,15 +82,7 @@ if wasm-opt "${FEATURES[@]}" --print "$tmp/named.wasm" | grep -Eo '^ *\(func \$[
   echo "build-wasm.sh: allocator code in the wasm (functions above); the client must not allocate" >&2
   exit 1
 fi
-wat=$(wasm-opt "${FEATURES[@]}" --print "$tmp/${NAME}_bg.opt.wasm")
-if grep -q 'memory\.grow' <<<"$wat"; then
-  echo "build-wasm.sh: the wasm grows its memory: an allocator is in it; the client must not allocate" >&2
-  exit 1
-fi
-if grep -Eo '^ *\(export "[^"]+"' <<<"$wat" | grep -E '__wbindgen_(malloc|realloc|free)|__externref_table_alloc'; then
-  echo "build-wasm.sh: the wasm exports an allocation entry point (above); the client must not allocate" >&2
-  exit 1
-fi
+"$ROOT/scripts/check-no-allocator.sh" "$tmp/$NAME.js" "$tmp/${NAME}_bg.opt.wasm"
 # The glue counts against the size budget: minified it is about 1 KB gzip less.
 terser "$tmp/$NAME.js" --module --ecma 2020 --compress passes=2 --mangle -o "$tmp/$NAME.min.js"
 mkdir -p "$OUT"

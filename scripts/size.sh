@@ -41,21 +41,5 @@ if [ "$total_gz" -gt "$BUDGET" ]; then
   echo "size.sh: over budget by $((total_gz - BUDGET)) bytes gzip" >&2
   status=1
 fi
-if grep -Eq '__wbindgen_(malloc|realloc|free)|__externref_table_alloc' "${FILES[1]}"; then
-  echo "size.sh: the JS glue hands the wasm something to allocate: an allocator is in the bundle" >&2
-  status=1
-fi
-ENV_FILE=${WASM_ENV_FILE:-/opt/wasm-tools/wasm-toolchain.env}
-# shellcheck disable=SC1090
-[ -f "$ENV_FILE" ] && . "$ENV_FILE"
-if command -v wasm-opt >/dev/null; then
-  if wasm-opt --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-       --enable-mutable-globals --enable-reference-types --enable-multivalue --print "${FILES[0]}" |
-       grep -q 'memory\.grow'; then
-    echo "size.sh: the wasm grows its memory: an allocator is in it" >&2
-    status=1
-  fi
-else
-  echo "size.sh: no wasm-opt, memory.grow not checked" >&2
-fi
+"$ROOT/scripts/check-no-allocator.sh" "${FILES[1]}" "${FILES[0]}" || status=1
 exit $status

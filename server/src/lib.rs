@@ -8,7 +8,7 @@
 //! - `store`: sessions in memory, mirrored to SQLite by one writer thread.
 //! - `sessions`: the engine tying policy, store and ERP lookup together.
 //! - `cookie`: reads the session id exactly as the ERP does (werkzeug).
-//! - `identity`: asks the ERP who owns a session (Odoo JSON-RPC).
+//! - `lookup`: asks the ERP who owns a session (Odoo JSON-RPC).
 //! - `erp_settings`: reads the idle timeout from the ERP when it owns it.
 //! - `routes`, `admin`, `error`: the HTTP API.
 //! - `config`: flags, environment and config file into typed `Settings`.
@@ -24,7 +24,7 @@ pub mod cookie;
 pub mod demo;
 pub mod erp_settings;
 pub mod http;
-pub mod identity;
+pub mod lookup;
 pub mod metrics;
 pub mod policy;
 pub mod secret;

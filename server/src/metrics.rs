@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::identity::Lookup;
+use crate::lookup::Lookup;
 use crate::policy::{EndReason, UserClass};
 use crate::store::Store;
 

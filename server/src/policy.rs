@@ -1,6 +1,6 @@
-//! The pure timeout policy: given times and settings, is a session active,
-//! expired, or ended? No I/O and no clock here, so nothing can fail and the
-//! tests need no database.
+//! The pure timeout policy: given times and settings, is a session active
+//! or expired (idle too long, or past its absolute lifetime)? No I/O and no
+//! clock here, so nothing can fail and the tests need no database.
 
 use std::fmt;
 

@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::clock::Clock;
-use crate::identity::{self, Lookup};
+use crate::lookup::{self, Lookup};
 use crate::metrics::Metrics;
 use crate::policy::{self, EndReason, Millis, Policy, SessionStatus, UserClass};
 use crate::secret::cut;
@@ -24,7 +24,7 @@ pub const EXEMPT_RECHECK: Duration = Duration::from_secs(300);
 
 /// How the engine asks the ERP who owns a session.
 #[derive(Debug, Clone)]
-pub struct IdentityConfig {
+pub struct LookupConfig {
     /// The ERP's session-info URL; `None` treats every session as internal.
     pub session_info_url: Option<String>,
     pub cookie_name: String,
@@ -57,7 +57,7 @@ pub struct Sessions {
     pub store: Arc<Store>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
-    pub identity: IdentityConfig,
+    pub erp: LookupConfig,
     pub retention: Duration,
     /// HMAC keyed with the server secret once; cloned for each cookie.
     mac: Hmac<Sha256>,
@@ -75,7 +75,7 @@ impl Sessions {
         store: Arc<Store>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-        identity: IdentityConfig,
+        erp: LookupConfig,
         secret: [u8; 32],
         retention: Duration,
     ) -> Sessions {
@@ -88,7 +88,7 @@ impl Sessions {
             store,
             clock,
             metrics,
-            identity,
+            erp,
             retention,
             mac,
             timeout_ms: AtomicI64::new(Policy::default().timeout_ms),
@@ -239,7 +239,7 @@ impl Sessions {
                     // wake-up (taken under the same lock) cannot be missed.
                     waiting.as_mut().enable();
                     drop(inflight);
-                    let limit = self.identity.lookup_timeout + Duration::from_secs(1);
+                    let limit = self.erp.lookup_timeout + Duration::from_secs(1);
                     let _ = tokio::time::timeout(limit, waiting).await;
                     return;
                 }
@@ -258,18 +258,18 @@ impl Sessions {
     }
 
     async fn lookup_and_record(&self, key: &SessionKey, cookie_value: &str, first_seen: Millis) {
-        let lookup = match &self.identity.session_info_url {
+        let lookup = match &self.erp.session_info_url {
             None => Lookup::Internal { uid: 0 },
             // Waiting for a free slot and the lookup share one deadline, so a
             // flood of new cookies against a slow ERP delays a new session by
             // at most the lookup timeout (then it is timed as internal).
-            Some(url) => tokio::time::timeout(self.identity.lookup_timeout, async {
+            Some(url) => tokio::time::timeout(self.erp.lookup_timeout, async {
                 let _permit = self.lookups.acquire().await;
-                identity::lookup(
+                lookup::lookup(
                     url,
-                    &self.identity.cookie_name,
+                    &self.erp.cookie_name,
                     cookie_value,
-                    self.identity.lookup_timeout,
+                    self.erp.lookup_timeout,
                 )
                 .await
             })
@@ -292,14 +292,14 @@ impl Sessions {
             Lookup::Public => (
                 UserClass::Public,
                 0,
-                now.0 + self.identity.public_recheck.as_millis() as i64,
+                now.0 + self.erp.public_recheck.as_millis() as i64,
             ),
             Lookup::Unknown(why) => {
                 log::warn!("cannot tell who owns session {} ({why}); timing it as internal and asking again later", key.prefix());
                 (
                     UserClass::Internal,
                     0,
-                    now.0 + self.identity.unknown_retry.as_millis() as i64,
+                    now.0 + self.erp.unknown_retry.as_millis() as i64,
                 )
             }
         };

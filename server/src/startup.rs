@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::http::{self, AdminState, AppState};
 use crate::metrics::Metrics;
 use crate::secret;
-use crate::sessions::{IdentityConfig, Sessions};
+use crate::sessions::{LookupConfig, Sessions};
 use crate::settings::{Configured, LiveSettings, LIFETIME_KEY, TIMEOUT_KEY};
 use crate::store::{Store, StoreOptions};
 
@@ -80,7 +80,7 @@ pub async fn open_state(
         settings.erp_settings.as_ref().map(|e| e.url.as_str()),
     );
 
-    let identity = IdentityConfig {
+    let erp = LookupConfig {
         session_info_url: settings.session_info_url.clone(),
         cookie_name: settings.cookie_name.clone(),
         lookup_timeout: settings.lookup_timeout,
@@ -92,7 +92,7 @@ pub async fn open_state(
         store,
         clock,
         metrics,
-        identity,
+        erp,
         secret,
         settings.retention,
     ));

@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 
 use crate::policy::{EndReason, Millis, UserClass};
 
-/// A session's identity: the first 128 bits of HMAC-SHA-256 of its cookie
+/// A session's key: the first 128 bits of HMAC-SHA-256 of its cookie
 /// value under the server secret (enough against collisions and guessing,
 /// and half the memory of the full 256). The raw cookie never reaches the
 /// store.

@@ -2,6 +2,8 @@
 //! running `serve`.
 
 use std::process::{Child, Command, Stdio};
+
+use crate::helpers::free_port;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-timeout");
@@ -90,14 +92,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use session_timeout::secret::{key_for, load_or_create_secret};
 
+use crate::helpers::free_port;
+
 const BIN: &str = env!("CARGO_BIN_EXE_session-timeout");
 const WINDOW_MS: i64 = 100;
 const TOKEN: &str = "crash-test-admin-token-0123456789";
@@ -89,14 +91,6 @@ fn start(dir: &Path, port: u16) -> Child {
         std::thread::sleep(Duration::from_millis(20));
     }
     child
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[derive(Default)]

@@ -248,6 +248,15 @@ pub fn state_of(r: &Reply) -> &str {
     r.body["state"].as_str().unwrap_or("(none)")
 }
 
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Starts the real binary on `db` and returns its exit code and stderr, for
 /// starts that must be refused (a start that succeeds would keep serving:
 /// it is stopped after 3 s and reported as `None`).
