@@ -4,13 +4,15 @@
 //! auth) and administrators (admin API, CLI, metrics).
 //!
 //! # Layout
-//! - `policy`: the pure timeout rules (no I/O).
+//! - `policy`: the pure timeout rules (no I/O); `clock`: time, injected.
 //! - `store`: sessions in memory, mirrored to SQLite by one writer thread.
 //! - `sessions`: the engine tying policy, store and ERP lookup together.
+//! - `secret`: the server secret that keys sessions.
+//! - `settings`: the settings in force; `erp_settings`: the timeout read
+//!   from the ERP when it owns it.
 //! - `cookie`: reads the session id exactly as the ERP does (werkzeug).
 //! - `lookup`: asks the ERP who owns a session (Odoo JSON-RPC).
-//! - `erp_settings`: reads the idle timeout from the ERP when it owns it.
-//! - `routes`, `admin`, `error`: the HTTP API.
+//! - `http`: the HTTP API (page, proxy, admin), the only code knowing HTTP.
 //! - `config`: flags, environment and config file into typed `Settings`.
 //! - `startup`: wiring, used by `main` and the tests.
 //! - `metrics`: Prometheus counters.
