@@ -424,3 +424,57 @@ impl Writer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::UserClass;
+
+    fn entry() -> Entry {
+        Entry::new(Millis(1), UserClass::Internal, 2, 0)
+    }
+
+    #[test]
+    fn heartbeats_wait_for_the_window_endings_and_settings_do_not() {
+        let mut b = Batch::default();
+        assert!(b.is_empty());
+        b.upserts.insert(SessionKey([1; 16]), entry());
+        assert!(
+            !b.is_empty() && !b.urgent(),
+            "heartbeats alone wait for the window"
+        );
+        let (ack, _rx) = oneshot::channel();
+        b.add(Write::Setting {
+            name: "x".into(),
+            value: "1".into(),
+            detail: "x: 1".into(),
+            ack,
+        });
+        assert!(b.urgent(), "a setting is committed at once");
+        let mut b = Batch::default();
+        let (ack, _rx) = oneshot::channel();
+        b.add(Write::Flush(ack));
+        assert!(b.urgent());
+    }
+
+    #[test]
+    fn an_ending_replaces_the_pending_heartbeat_of_its_session() {
+        let mut b = Batch::default();
+        let (k, other) = (SessionKey([1; 16]), SessionKey([2; 16]));
+        b.upserts.insert(k, entry());
+        b.upserts.insert(other, entry());
+        let mut ended = entry();
+        ended.end_reason = Some(EndReason::Logout);
+        b.add(Write::End(k, ended, None));
+        assert!(b.urgent());
+        assert!(
+            !b.upserts.contains_key(&k),
+            "the ending is written, not the older activity"
+        );
+        assert!(b.upserts.contains_key(&other));
+        assert_eq!(b.ends.len(), 1);
+        b.add(Write::Purge(Millis(5)));
+        b.add(Write::Purge(Millis(7)));
+        assert_eq!(b.purge_before, Some(Millis(7)), "the latest purge wins");
+    }
+}
