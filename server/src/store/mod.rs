@@ -10,11 +10,18 @@
 //! # Layout
 //! - this module: `SessionKey`, `Entry`, the sharded table and `update()`,
 //!   the one way to change a session; `Store`, the handle the engine uses.
-//! - `writer`: the writer thread (batching, commit, retry, file restore).
-//! - `schema`: the file (lock, mode, pragmas), migrations, loading at start.
+//! - `backend`: the storage interface (`Backend` writes, `Reads` reads) a
+//!   second backend implements.
+//! - `writer`: the writer thread (batching, commit windows, retry).
+//! - `sqlite`: the embedded backend; `schema`: its file (lock, mode,
+//!   pragmas), migrations, loading at start.
 
+mod backend;
 mod schema;
+mod sqlite;
 mod writer;
+
+pub use backend::{Backend, Changes, Reads, SettingChange};
 
 use writer::Write;
 
@@ -26,7 +33,6 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use crate::policy::{EndReason, Millis, UserClass};
@@ -208,7 +214,7 @@ pub struct Store {
     shards: Arc<[Mutex<Shard>]>,
     tx: Mutex<Option<mpsc::Sender<Write>>>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
-    path: PathBuf,
+    reads: Arc<dyn Reads>,
     pub stats: Arc<WriterStats>,
     /// `<db>.lock`, locked (flock) for as long as this store is open: one
     /// server per database. The OS releases it when the process dies.
@@ -226,24 +232,35 @@ impl Store {
     /// session into memory and starts the writer thread.
     pub fn open(path: &Path, opts: StoreOptions, now: Millis) -> Result<Store, StoreError> {
         let db_lock = schema::lock_database(path)?;
-        let conn = schema::open(path)?;
+        let (backend, reads) = sqlite::Sqlite::open(path)?;
+        let mut store = Store::with_backend(Box::new(backend), Arc::new(reads), opts, now)?;
+        store.lock = Mutex::new(Some(db_lock));
+        Ok(store)
+    }
+
+    /// A store on any backend: loads every session into memory, then starts
+    /// the writer thread on it.
+    pub fn with_backend(
+        mut backend: Box<dyn Backend>,
+        reads: Arc<dyn Reads>,
+        opts: StoreOptions,
+        now: Millis,
+    ) -> Result<Store, StoreError> {
         let shards: Arc<[Mutex<Shard>]> =
             (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
-        schema::load(&conn, path, now, |key, entry| {
+        backend.load(now, &mut |key, entry| {
             lock(&shards[shard_of(&key)]).map.insert(key, entry);
         })?;
-
         let stats = Arc::new(WriterStats::default());
         stats.healthy.store(true, Ordering::Relaxed);
-        let (tx, writer) = writer::spawn(conn, opts, stats.clone(), shards.clone(), path)?;
-
+        let (tx, writer) = writer::spawn(backend, opts, stats.clone(), shards.clone())?;
         Ok(Store {
             shards,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
-            path: path.to_path_buf(),
+            reads,
             stats,
-            lock: Mutex::new(Some(db_lock)),
+            lock: Mutex::new(None),
         })
     }
 
@@ -373,44 +390,13 @@ impl Store {
 
     /// Reads the stored settings (blocking; call off the async workers).
     pub fn read_settings(&self) -> Result<HashMap<String, String>, StoreError> {
-        let conn = self.reader()?;
-        let mut stmt = conn
-            .prepare("SELECT name, value FROM settings")
-            .map_err(|e| StoreError::Read(e.to_string()))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect::<Result<HashMap<_, _>, _>>())
-            .map_err(|e| StoreError::Read(e.to_string()))?;
-        Ok(rows)
+        self.reads.settings()
     }
 
     /// Reads audit events with id greater than `after`, oldest first
     /// (blocking; call off the async workers).
     pub fn read_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
-        let conn = self.reader()?;
-        let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
-        let mut stmt = conn
-            .prepare("SELECT id, at_ms, event, key_prefix, uid, detail FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2")
-            .map_err(read)?;
-        let rows = stmt
-            .query_map(params![after, limit], |r| {
-                Ok(AuditEvent {
-                    id: r.get(0)?,
-                    at_ms: r.get(1)?,
-                    event: r.get(2)?,
-                    key_prefix: r.get(3)?,
-                    uid: r.get(4)?,
-                    detail: r.get(5)?,
-                })
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(read)?;
-        Ok(rows)
-    }
-
-    fn reader(&self) -> Result<Connection, StoreError> {
-        schema::connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| StoreError::Read(e.to_string()))
+        self.reads.audit(after, limit)
     }
 }
 
@@ -423,3 +409,6 @@ impl Drop for Store {
 fn shard_of(key: &SessionKey) -> usize {
     key.0[15] as usize % SHARDS
 }
+
+#[cfg(test)]
+mod tests;

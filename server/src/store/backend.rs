@@ -1,0 +1,56 @@
+//! The storage interface: what a backend keeps for the store, so that
+//! sessions, settings and the audit log outlive the process. SQLite
+//! (`sqlite.rs`) is the embedded one; a second backend (PostgreSQL, for
+//! several replicas) implements the same two traits.
+//!
+//! The writer thread (`writer.rs`) decides when to write: endings and
+//! settings at once, activity once per commit window, retries after a
+//! failure. A backend only makes each call durable before it returns `Ok`.
+
+use std::collections::HashMap;
+
+use super::{AuditEvent, Entry, SessionKey, StoreError};
+use crate::policy::Millis;
+
+/// A setting change: its name, its new value, and the audit log's words.
+pub struct SettingChange<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+    pub detail: &'a str,
+}
+
+/// One commit's worth of changes.
+pub struct Changes<'a> {
+    /// Activity of live sessions, in key order. An upsert never touches a
+    /// session that has ended and never moves its last activity back.
+    pub activity: &'a [(SessionKey, Entry)],
+    /// Endings (logout, expiry, revocation), each recorded with its audit
+    /// event, only if the session had not ended already.
+    pub endings: &'a [(SessionKey, Entry)],
+    /// Settings, each recorded with its audit event.
+    pub settings: &'a [SettingChange<'a>],
+}
+
+/// The writing side, owned by the writer thread.
+pub trait Backend: Send {
+    /// Every stored session, at start, before any write.
+    fn load(
+        &mut self,
+        now: Millis,
+        insert: &mut dyn FnMut(SessionKey, Entry),
+    ) -> Result<(), StoreError>;
+    /// Stores all of `changes` in one transaction; durable when `Ok`.
+    fn commit(&mut self, changes: &Changes<'_>) -> Result<(), StoreError>;
+    /// Deletes sessions that ended before `before`; returns how many.
+    fn purge(&mut self, before: Millis) -> Result<usize, StoreError>;
+    /// After a failure: a small real write, `Ok` once storage takes writes again.
+    fn probe(&mut self) -> Result<(), StoreError>;
+}
+
+/// The reading side, for the admin API and the start (blocking calls: keep
+/// them off the async workers).
+pub trait Reads: Send + Sync {
+    fn settings(&self) -> Result<HashMap<String, String>, StoreError>;
+    /// Audit events with id greater than `after`, oldest first.
+    fn audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
+}
