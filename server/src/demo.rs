@@ -11,9 +11,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use crate::http::{cookie_value, AppState};
-use crate::policy::EndReason;
-use crate::sessions::{Answer, Op};
+use crate::http::{self, cookie_value, AppState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DemoUser {
@@ -233,10 +231,7 @@ async fn sidecar_allows(req: &HttpRequest, erp: &DemoErp, st: &AppState) -> bool
     if !erp.enforce {
         return true;
     }
-    match cookie_value(req, &st.cookie_name) {
-        None => true,
-        Some(c) => !matches!(st.sessions.answer(&c, Op::Auth).await, Answer::Ended(_)),
-    }
+    http::allows(req, st).await
 }
 
 async fn page(req: &HttpRequest, erp: &DemoErp, file: &str) -> HttpResponse {
@@ -309,8 +304,7 @@ async fn logout(
             .is_some();
         if known {
             // The ERP tells the sidecar, so a copied cookie is refused at once.
-            let key = st.sessions.key(&sid);
-            if let Err(e) = st.sessions.end(&key, EndReason::Logout).await {
+            if let Err(e) = http::end_session(&st, &sid).await {
                 log::error!("demo logout not stored by the sidecar: {e}");
             }
         }

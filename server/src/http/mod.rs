@@ -13,6 +13,8 @@ pub mod error;
 mod page;
 mod proxy;
 
+pub use proxy::allows;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -177,6 +179,19 @@ pub(crate) fn session_cookie(req: &HttpRequest, st: &AppState) -> Result<String,
             ),
         )),
     }
+}
+
+/// Ends the session behind a cookie value now (reason `logout`), durably:
+/// for an ERP that tells the sidecar about its own logouts (the demo).
+pub async fn end_session(
+    st: &AppState,
+    cookie_value: &str,
+) -> Result<(), crate::store::StoreError> {
+    let key = st.sessions.key(cookie_value);
+    st.sessions
+        .end(&key, crate::policy::EndReason::Logout)
+        .await
+        .map(|_| ())
 }
 
 /// Refuses state changes that a page of another site could trigger.

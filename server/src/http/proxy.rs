@@ -42,6 +42,12 @@ pub(super) async fn auth(req: HttpRequest, st: web::Data<AppState>) -> HttpRespo
     }
 }
 
+/// Whether a proxy would let this request through to the ERP: the same
+/// verdict as `auth`, for an ERP that asks the sidecar in process (the demo).
+pub async fn allows(req: &HttpRequest, st: &AppState) -> bool {
+    forward_verdict(req, st).await.is_ok()
+}
+
 /// Why the proxy must not pass a request.
 enum Refusal {
     Ended(EndReason),
