@@ -249,19 +249,7 @@ async fn a_database_from_before_fingerprints_starts_and_records_its_secret() {
 async fn a_second_server_on_the_same_database_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("sessions.db");
-    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--session-info-url",
-            "none",
-            "--db",
-        ])
-        .arg(&db)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_binary(&db);
     let lock = dir.path().join("sessions.db.lock");
     for _ in 0..100 {
         if std::fs::read_to_string(&lock).is_ok_and(|p| p.trim() == first.id().to_string()) {

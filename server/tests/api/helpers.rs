@@ -257,11 +257,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts the real binary on `db` and returns its exit code and stderr, for
-/// starts that must be refused (a start that succeeds would keep serving:
-/// it is stopped after 3 s and reported as `None`).
-pub fn start_binary(db: &std::path::Path) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
+/// The real binary serving on `db` (any port, no ERP), its stderr piped.
+pub fn spawn_binary(db: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_session-timeout"))
         .args([
             "serve",
             "--bind",
@@ -273,7 +271,14 @@ pub fn start_binary(db: &std::path::Path) -> (Option<i32>, String) {
         .arg(db)
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts the real binary on `db` and returns its exit code and stderr, for
+/// starts that must be refused (a start that succeeds would keep serving:
+/// it is stopped after 3 s and reported as `None`).
+pub fn start_binary(db: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = spawn_binary(db);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     while std::time::Instant::now() < deadline {
         if child.try_wait().unwrap().is_some() {
