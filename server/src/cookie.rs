@@ -102,29 +102,24 @@ fn unquote(b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// werkzeug 2.2.2's `parse_cookie`: every (name, value) pair in order, as
-/// raw bytes (names stripped, values unquoted); pairs whose name is empty
-/// are left out, as werkzeug leaves them out.
-pub fn parse_cookie(header: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// werkzeug 2.2.2's `parse_cookie(header).get(name)`: the unquoted value of
+/// the first pair whose stripped name is `name`. Pairs are matched one by
+/// one with werkzeug's expression and the search stops at the first match,
+/// so the proxy's check on every request copies nothing but that value.
+fn first_cookie(header: &[u8], name: &[u8]) -> Option<Vec<u8>> {
     let n = header.len();
     let mut b = Vec::with_capacity(n + 1);
     b.extend_from_slice(header);
     b.push(b';');
-    let mut out = Vec::new();
     let mut i = 0;
     while i < n {
-        let Some(c) = COOKIE_RE.captures_at(&b, i) else {
-            break;
-        };
-        let key = strip(c.name("key").map_or(&b""[..], |m| m.as_bytes()));
-        let val = c.name("val").map_or(&b""[..], |m| m.as_bytes());
+        let c = COOKIE_RE.captures_at(&b, i)?;
         i = c.get(0).map_or(n, |m| m.end());
-        if key.is_empty() {
-            continue;
+        if strip(c.name("key").map_or(&b""[..], |m| m.as_bytes())) == name {
+            return Some(unquote(c.name("val").map_or(&b""[..], |m| m.as_bytes())));
         }
-        out.push((key.to_vec(), unquote(val)));
     }
-    out
+    None
 }
 
 /// The value of the cookie `name` as Odoo reads it (the first of duplicate
@@ -143,10 +138,7 @@ pub fn cookie_value(headers: &[&[u8]], name: &str) -> SessionId {
     let Some(header) = headers.iter().find(|h| mentions(h)) else {
         return SessionId::None;
     };
-    let Some((_, value)) = parse_cookie(header)
-        .into_iter()
-        .find(|(k, _)| k == name.as_bytes())
-    else {
+    let Some(value) = first_cookie(header, name.as_bytes()) else {
         return SessionId::None;
     };
     match String::from_utf8(value) {

@@ -151,7 +151,15 @@ impl Sessions {
             recheck_later = due && slot.is_some() && op == Op::Auth;
             (!due || recheck_later).then(|| judge(slot, now, &policy, op, &mut too_soon))
         });
-        if recheck_later {
+        // One background lookup per session: while one is out, later checks
+        // are answered from memory without starting (and waiting on) another.
+        let in_flight = || {
+            self.inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key)
+        };
+        if recheck_later && !in_flight() {
             let (me, value) = (self.clone(), cookie_value.to_string());
             actix_rt::spawn(async move { me.identify(&key, &value).await });
         }
