@@ -136,6 +136,12 @@ pub enum SessionStatus {
     Expired { reason: EndReason, at: Millis },
 }
 
+impl SessionStatus {
+    pub fn is_expired(&self) -> bool {
+        matches!(self, SessionStatus::Expired { .. })
+    }
+}
+
 /// Decides a timed session's status from its creation and last activity.
 ///
 /// A session is expired when `now - last_activity > timeout` (strictly: at

@@ -19,6 +19,9 @@ pub const SECRET_FINGERPRINT_KEY: &str = "secret_fingerprint";
 /// every cookie a new key, so a session that ended here would look like a new
 /// login: refused, naming both files.
 pub async fn open(settings: &Settings, store: &Store) -> Result<[u8; 32], String> {
+    if let Some(url) = &settings.database_url {
+        return open_shared(settings, store, &crate::store::redact_url(url)).await;
+    }
     let path = settings.secret_file.display();
     let db = settings.db.display();
     let mut sessions = 0usize;
@@ -56,6 +59,45 @@ pub async fn open(settings: &Settings, store: &Store) -> Result<[u8; 32], String
                 .map_err(|e| e.to_string())?;
             Ok(secret)
         }
+    }
+}
+
+/// The secret of replicas sharing one database: every replica must hold the
+/// same one. The first to start records its fingerprint (only if none is
+/// recorded, so two starting together cannot both win); the others check
+/// theirs against it.
+async fn open_shared(settings: &Settings, store: &Store, db: &str) -> Result<[u8; 32], String> {
+    let path = settings.secret_file.display();
+    let recorded = || -> Result<Option<String>, String> {
+        Ok(store
+            .read_settings()
+            .map_err(|e| e.to_string())?
+            .get(SECRET_FINGERPRINT_KEY)
+            .cloned())
+    };
+    if recorded()?.is_some() && !settings.secret_file.exists() {
+        return Err(format!(
+            "secret file {path} is missing, but database {db} is used with a secret already: \
+             copy the secret file of the other replicas here"
+        ));
+    }
+    let secret = load_or_create_secret(&settings.secret_file)?;
+    let fingerprint = secret_fingerprint(&secret);
+    store
+        .add_setting(
+            SECRET_FINGERPRINT_KEY,
+            &fingerprint,
+            "server secret fingerprint recorded",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match recorded()? {
+        Some(f) if f == fingerprint => Ok(secret),
+        _ => Err(format!(
+            "secret file {path} is not the secret the other replicas of database {db} use: \
+             every replica needs the same secret file (with another one, a session that ended \
+             through one replica would look new to this one)"
+        )),
     }
 }
 

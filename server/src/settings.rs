@@ -3,6 +3,7 @@
 //! the store. Where the timeout comes from (the sidecar, or the ERP with
 //! `--erp-settings-url`) is decided here too. No HTTP here.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
 use crate::policy::{self, Policy, DEFAULT_TIMEOUT_S};
@@ -93,6 +94,24 @@ impl LiveSettings {
             log::warn!("{w}");
         }
         sessions.set_policy(policy);
+    }
+
+    /// Takes the stored values (changed through another replica) and applies
+    /// them; `true` when something changed.
+    pub fn reload(&self, sessions: &Sessions, stored: &HashMap<String, String>) -> bool {
+        let fresh = Configured {
+            timeout: stored.get(TIMEOUT_KEY).cloned(),
+            lifetime: stored.get(LIFETIME_KEY).cloned(),
+        };
+        {
+            let mut c = self.configured.write().unwrap_or_else(|e| e.into_inner());
+            if *c == fresh {
+                return false;
+            }
+            *c = fresh;
+        }
+        self.apply(sessions);
+        true
     }
 
     /// Stores the timeout read from the ERP when it differs from the one in

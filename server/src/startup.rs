@@ -32,14 +32,32 @@ pub async fn open_state(
     settings: &Settings,
     clock: Arc<dyn Clock>,
 ) -> Result<web::Data<AppState>, StartError> {
-    if let Some(dir) = settings.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StartError::Folder(dir.display().to_string(), e))?;
-    }
     let opts = StoreOptions {
         commit_window: settings.commit_window,
     };
-    let store = Arc::new(Store::open(&settings.db, opts, clock.now())?);
+    let store = Arc::new(match &settings.database_url {
+        // The PostgreSQL client blocks on a runtime of its own: opened on a
+        // plain thread, never on this async one.
+        Some(url) => {
+            let now = clock.now();
+            std::thread::scope(|s| {
+                s.spawn(|| Store::open_postgres(url, opts, now))
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(crate::store::StoreError::Read(
+                            "opening PostgreSQL panicked".into(),
+                        ))
+                    })
+            })?
+        }
+        None => {
+            if let Some(dir) = settings.db.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StartError::Folder(dir.display().to_string(), e))?;
+            }
+            Store::open(&settings.db, opts, clock.now())?
+        }
+    });
     let secret = secret::open(settings, &store)
         .await
         .map_err(StartError::Secret)?;
@@ -97,7 +115,7 @@ pub async fn open_state(
         settings.retention,
     ));
     live.apply(&sessions);
-    Ok(web::Data::new(AppState {
+    let state = web::Data::new(AppState {
         sessions,
         cookie_name: settings.cookie_name.clone(),
         login_url: settings.login_url.clone(),
@@ -105,7 +123,33 @@ pub async fn open_state(
         base_path: settings.base_path.clone(),
         settings: live,
         admin,
-    }))
+    });
+    follow_other_replicas(&state);
+    Ok(state)
+}
+
+/// With replicas sharing the database: settings changed through another one
+/// (or found changed after a lost connection) are read and applied here.
+fn follow_other_replicas(state: &web::Data<AppState>) {
+    let Some(mut changes) = state.sessions.store.settings_changes() else {
+        return;
+    };
+    let weak = Arc::downgrade(&state.clone().into_inner());
+    actix_rt::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let Some(st) = weak.upgrade() else { return };
+            let store = st.sessions.store.clone();
+            match web::block(move || store.read_settings()).await {
+                Ok(Ok(stored)) => {
+                    if st.settings.reload(&st.sessions, &stored) {
+                        log::info!("settings changed through another replica applied");
+                    }
+                }
+                Ok(Err(e)) => log::warn!("cannot read settings changed elsewhere: {e}"),
+                Err(e) => log::warn!("cannot read settings changed elsewhere: {e}"),
+            }
+        }
+    });
 }
 
 /// Raises the soft limit of open files to the hard one (systemd's default

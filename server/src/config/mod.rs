@@ -25,6 +25,11 @@ pub struct RawOptions {
     /// SQLite database file [default: data/session-timeout.db].
     #[arg(long, env = "SESSION_TIMEOUT_DB")]
     pub db: Option<String>,
+    /// PostgreSQL database shared by several replicas, instead of --db: a URL such as
+    /// postgres://session_timeout:PASSWORD@db.internal/erp or a key=value string such as
+    /// `host=/run/postgresql dbname=erp user=session_timeout`. Needs --secret-file.
+    #[arg(long, env = "SESSION_TIMEOUT_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Idle timeout in seconds, 1 to 2592000; stored as `activity_session_timeout_key`
     /// [default: the stored value, else 300].
     #[arg(long, env = "SESSION_TIMEOUT_TIMEOUT", allow_hyphen_values = true)]
@@ -123,6 +128,8 @@ pub struct ErpSettings {
 pub struct Settings {
     pub bind: SocketAddr,
     pub db: PathBuf,
+    /// Set when several replicas share a PostgreSQL database (`db` unused).
+    pub database_url: Option<String>,
     pub secret_file: PathBuf,
     /// The timeout given in the configuration, which overrides the stored one.
     pub timeout_s: Option<u64>,
@@ -243,6 +250,25 @@ impl RawOptions {
         if db.as_os_str().is_empty() {
             return Err(err("db", "the database path is empty"));
         }
+        let database_url = match o.database_url.as_deref().map(str::trim) {
+            None => None,
+            Some("") => return Err(err("database_url", "the PostgreSQL URL is empty")),
+            Some(_) if o.db.is_some() => {
+                return Err(err(
+                    "database_url",
+                    "give either --db (one server on SQLite) or --database-url (replicas on \
+                     PostgreSQL), not both",
+                ))
+            }
+            Some(_) if o.secret_file.is_none() => {
+                return Err(err(
+                    "database_url",
+                    "replicas sharing a PostgreSQL database must share one secret: give \
+                     --secret-file, a file with the same content on every replica",
+                ))
+            }
+            Some(url) => Some(url.to_string()),
+        };
         let timeout_s = o
             .timeout
             .as_deref()
@@ -368,6 +394,7 @@ impl RawOptions {
         Ok(Settings {
             bind,
             db,
+            database_url,
             secret_file,
             timeout_s,
             absolute_lifetime_s,

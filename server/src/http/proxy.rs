@@ -53,6 +53,8 @@ enum Refusal {
     Ended(EndReason),
     /// The request's session id cannot be read as the ERP reads it.
     Ambiguous(&'static str),
+    /// The session's state cannot be read (first seen here, database down).
+    Unavailable,
 }
 
 /// Whether the proxy may pass the request: every session id the ERP could
@@ -67,8 +69,10 @@ async fn forward_verdict(req: &HttpRequest, st: &AppState) -> Result<(), Refusal
         SessionId::Found(ids) => ids,
     };
     for id in ids {
-        if let Answer::Ended(reason) = st.sessions.answer(&id, Op::Auth).await {
-            return Err(Refusal::Ended(reason));
+        match st.sessions.answer(&id, Op::Auth).await {
+            Answer::Ended(reason) => return Err(Refusal::Ended(reason)),
+            Answer::Unavailable => return Err(Refusal::Unavailable),
+            Answer::Active { .. } | Answer::Exempt => {}
         }
     }
     Ok(())
@@ -76,6 +80,16 @@ async fn forward_verdict(req: &HttpRequest, st: &AppState) -> Result<(), Refusal
 
 fn refused(st: &AppState, refusal: Refusal) -> HttpResponse {
     let body = match refusal {
+        // Neither "pass" nor "log in again": the proxy shows an error page.
+        Refusal::Unavailable => {
+            return HttpResponse::ServiceUnavailable()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header((header::RETRY_AFTER, "1"))
+                .json(serde_json::json!({
+                    "error": "store_unavailable",
+                    "message": "the session database cannot be reached to tell whether this session is still open",
+                }))
+        }
         Refusal::Ended(reason) => serde_json::json!({
             "error": "session_ended",
             "message": format!("the session has ended ({reason}); log in again through {}", st.logout_url),
@@ -108,6 +122,7 @@ pub(super) async fn auth_any(req: HttpRequest, st: web::Data<AppState>) -> HttpR
 pub(super) async fn auth_redirect(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
     match forward_verdict(&req, &st).await {
         Ok(()) => HttpResponse::Ok().finish(),
+        Err(Refusal::Unavailable) => refused(&st, Refusal::Unavailable),
         Err(_) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, st.logout_url.as_str()))
             .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -1,7 +1,7 @@
 //! The storage interface: what a backend keeps for the store, so that
 //! sessions, settings and the audit log outlive the process. SQLite
-//! (`sqlite.rs`) is the embedded one; a second backend (PostgreSQL, for
-//! several replicas) implements the same two traits.
+//! (`sqlite.rs`) is the embedded one; PostgreSQL (`postgres/`, for several
+//! replicas) implements the same two traits.
 //!
 //! The writer thread (`writer.rs`) decides when to write: endings and
 //! settings at once, activity once per commit window, retries after a
@@ -17,6 +17,10 @@ pub struct SettingChange<'a> {
     pub name: &'a str,
     pub value: &'a str,
     pub detail: &'a str,
+    /// Stored only if the setting has no value yet (the secret's
+    /// fingerprint: the first replica to start records it, the others must
+    /// match it).
+    pub if_absent: bool,
 }
 
 /// One commit's worth of changes.
@@ -29,7 +33,16 @@ pub struct Changes<'a> {
     pub endings: &'a [(SessionKey, Entry)],
     /// Settings, each recorded with its audit event.
     pub settings: &'a [SettingChange<'a>],
+    /// Idle expiries decided by one of several replicas: each ends its
+    /// session only if the stored last activity is not after the given
+    /// cutoff (another replica may have stored newer activity).
+    pub expiries: &'a [(SessionKey, Entry, Millis)],
 }
+
+/// What a commit did with each of `Changes::expiries`, in order: `None` when
+/// the session was ended as asked, else the stored row that refused it (newer
+/// activity, or ended already).
+pub type Expiries = Vec<Option<Entry>>;
 
 /// The writing side, owned by the writer thread.
 pub trait Backend: Send {
@@ -40,7 +53,7 @@ pub trait Backend: Send {
         insert: &mut dyn FnMut(SessionKey, Entry),
     ) -> Result<(), StoreError>;
     /// Stores all of `changes` in one transaction; durable when `Ok`.
-    fn commit(&mut self, changes: &Changes<'_>) -> Result<(), StoreError>;
+    fn commit(&mut self, changes: &Changes<'_>) -> Result<Expiries, StoreError>;
     /// Deletes sessions that ended before `before`; returns how many.
     fn purge(&mut self, before: Millis) -> Result<usize, StoreError>;
     /// After a failure: a small real write, `Ok` once storage takes writes again.
@@ -53,4 +66,7 @@ pub trait Reads: Send + Sync {
     fn settings(&self) -> Result<HashMap<String, String>, StoreError>;
     /// Audit events with id greater than `after`, oldest first.
     fn audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
+    /// One stored session (a replica meeting a session another one saw); an
+    /// unverified one is due for a lookup at `now`.
+    fn session(&self, key: &SessionKey, now: Millis) -> Result<Option<Entry>, StoreError>;
 }

@@ -17,11 +17,13 @@
 //!   pragmas), migrations, loading at start.
 
 mod backend;
+mod postgres;
 mod schema;
 mod sqlite;
 mod writer;
 
-pub use backend::{Backend, Changes, Reads, SettingChange};
+pub use backend::{Backend, Changes, Expiries, Reads, SettingChange};
+pub use postgres::redact_url;
 
 use writer::Write;
 
@@ -33,7 +35,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::policy::{EndReason, Millis, UserClass};
 
@@ -131,6 +133,34 @@ impl Entry {
     pub fn is_ended(&self) -> bool {
         self.end_reason.is_some()
     }
+
+    /// A stored row as kept in memory: `[created, last activity, uid,
+    /// class]`, when and why it ended, whether its owner is settled (if
+    /// not, it is due for a lookup at `now`).
+    pub(crate) fn from_row(
+        [created, last, uid, class]: [i64; 4],
+        ended: Option<i64>,
+        reason: Option<&str>,
+        verified: bool,
+        now: Millis,
+    ) -> Entry {
+        Entry {
+            created: Millis(created),
+            last_activity: Millis(last),
+            uid: uid as i32,
+            class: UserClass::from_i64(class),
+            ended_at: Millis(ended.unwrap_or(0)),
+            // An ended row with an unreadable reason stays ended.
+            end_reason: ended.map(|_| {
+                reason
+                    .and_then(EndReason::parse)
+                    .unwrap_or(EndReason::Revoked)
+            }),
+            recheck_at: if verified { 0 } else { now.0 },
+            heartbeat_at: Millis(0),
+            queued: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +200,23 @@ pub enum StoreError {
     WriterGone,
     #[error("database read failed: {0}")]
     Read(String),
+    #[error("cannot use PostgreSQL database {url}: {detail}")]
+    Postgres { url: String, detail: String },
+}
+
+/// The answer to an idle expiry asked of a store shared by replicas: `None`
+/// when stored, else the stored row that refused it.
+pub(crate) type ExpiryAck = oneshot::Sender<Result<Option<Entry>, StoreError>>;
+
+/// A change another replica stored, delivered to this one's memory.
+pub(crate) enum Remote {
+    Ended {
+        key: SessionKey,
+        at: Millis,
+        reason: EndReason,
+    },
+    /// Settings changed: read them again.
+    Settings,
 }
 
 /// An event in the audit log.
@@ -219,6 +266,13 @@ pub struct Store {
     /// `<db>.lock`, locked (flock) for as long as this store is open: one
     /// server per database. The OS releases it when the process dies.
     lock: Mutex<Option<std::fs::File>>,
+    /// When several replicas share the database (PostgreSQL): the thread
+    /// that brings their endings and settings into memory, how long past its
+    /// timeout an idle session is kept (another replica may still hold newer
+    /// activity in its commit window), and the settings changes it saw.
+    listener: Mutex<Option<postgres::Listener>>,
+    grace: Option<Millis>,
+    settings_rx: Option<watch::Receiver<u64>>,
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -236,6 +290,73 @@ impl Store {
         let mut store = Store::with_backend(Box::new(backend), Arc::new(reads), opts, now)?;
         store.lock = Mutex::new(Some(db_lock));
         Ok(store)
+    }
+
+    /// Opens a PostgreSQL database shared by several replicas: migrates it
+    /// (once, whichever replica starts first), loads every session, starts
+    /// the writer and the listener that brings other replicas' endings and
+    /// settings into memory.
+    pub fn open_postgres(url: &str, opts: StoreOptions, now: Millis) -> Result<Store, StoreError> {
+        let grace = Millis(opts.commit_window.as_millis() as i64 + 250);
+        let (mut backend, reads, connect) = postgres::open(url)?;
+        let since = backend.db_now_ms()?;
+        let mut store = Store::with_backend(Box::new(backend), Arc::new(reads), opts, now)?;
+        let (settings, rx) = watch::channel(0u64);
+        let shards = store.shards.clone();
+        let apply = move |change: Remote| match change {
+            Remote::Ended { key, at, reason } => settle_in(&shards, &key, |slot| {
+                let e = slot.get_or_insert_with(|| Entry::new(at, UserClass::Internal, 0, 0));
+                if !e.is_ended() {
+                    e.end_reason = Some(reason);
+                    e.ended_at = at;
+                }
+            }),
+            Remote::Settings => settings.send_modify(|n| *n += 1),
+        };
+        let listener = postgres::Listener::spawn(connect, since, Box::new(apply))?;
+        store.grace = Some(grace);
+        store.settings_rx = Some(rx);
+        store.listener = Mutex::new(Some(listener));
+        Ok(store)
+    }
+
+    /// When several replicas share the store: how long past its timeout an
+    /// idle session is kept (another replica's commit window), and the
+    /// expiry must be confirmed with `expire_if_idle`.
+    pub fn shared_grace(&self) -> Option<Millis> {
+        self.grace
+    }
+
+    /// Changes to settings made through other replicas (shared stores only).
+    pub fn settings_changes(&self) -> Option<watch::Receiver<u64>> {
+        self.settings_rx.clone()
+    }
+
+    /// Changes a session in memory only: for what storage already holds.
+    pub fn settle(&self, key: &SessionKey, f: impl FnOnce(&mut Option<Entry>)) {
+        settle_in(&self.shards, key, f)
+    }
+
+    /// Ends an idle session only if no replica stored activity after
+    /// `cutoff`; resolves to `None` once ended and stored, else to the stored
+    /// row that refused it. Memory is not changed: the caller settles it.
+    pub fn expire_if_idle(
+        &self,
+        key: &SessionKey,
+        ended: Entry,
+        cutoff: Millis,
+    ) -> oneshot::Receiver<Result<Option<Entry>, StoreError>> {
+        let (ack, rx) = oneshot::channel();
+        self.send(Write::Expire(*key, ended, cutoff, ack));
+        rx
+    }
+
+    /// The stored row of a session (blocking read, run off the async workers).
+    pub async fn fetch(&self, key: &SessionKey, now: Millis) -> Result<Option<Entry>, StoreError> {
+        let (reads, key) = (self.reads.clone(), *key);
+        tokio::task::spawn_blocking(move || reads.session(&key, now))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Read(e.to_string())))
     }
 
     /// A store on any backend: loads every session into memory, then starts
@@ -261,6 +382,9 @@ impl Store {
             reads,
             stats,
             lock: Mutex::new(None),
+            listener: Mutex::new(None),
+            grace: None,
+            settings_rx: None,
         })
     }
 
@@ -320,6 +444,10 @@ impl Store {
             let ack = match w {
                 Write::End(_, _, ack) => ack,
                 Write::Setting { ack, .. } | Write::Flush(ack) => Some(ack),
+                Write::Expire(.., ack) => {
+                    let _ = ack.send(Err(StoreError::WriterGone));
+                    None
+                }
                 Write::Purge(_) => None,
             };
             if let Some(ack) = ack {
@@ -335,11 +463,33 @@ impl Store {
         value: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
+        self.write_setting(name, value, detail, false).await
+    }
+
+    /// Stores a setting only if it has no value yet (the first replica's
+    /// secret fingerprint); the caller reads back what is stored.
+    pub async fn add_setting(
+        &self,
+        name: &str,
+        value: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.write_setting(name, value, detail, true).await
+    }
+
+    async fn write_setting(
+        &self,
+        name: &str,
+        value: &str,
+        detail: &str,
+        if_absent: bool,
+    ) -> Result<(), StoreError> {
         let (ack, rx) = oneshot::channel();
         self.send(Write::Setting {
             name: name.into(),
             value: value.into(),
             detail: detail.into(),
+            if_absent,
             ack,
         });
         rx.await.unwrap_or(Err(StoreError::WriterGone))
@@ -360,6 +510,10 @@ impl Store {
 
     /// Stops the writer after it committed everything queued.
     pub fn close(&self) {
+        self.listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();
@@ -403,6 +557,22 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+fn settle_in(shards: &[Mutex<Shard>], key: &SessionKey, f: impl FnOnce(&mut Option<Entry>)) {
+    let mut guard = lock(&shards[shard_of(key)]);
+    let before = guard.map.get(key).copied();
+    let mut slot = before;
+    f(&mut slot);
+    match slot {
+        Some(e) => {
+            let queued = before.is_some_and(|b| b.queued);
+            guard.map.insert(*key, Entry { queued, ..e });
+        }
+        None => {
+            guard.map.remove(key);
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{Entry, SessionKey, StoreError};
-use crate::policy::{EndReason, Millis, UserClass};
+use crate::policy::Millis;
 
 /// Takes `<db>.lock` for this process, or names the process that holds it.
 pub(super) fn lock_database(path: &Path) -> Result<std::fs::File, StoreError> {
@@ -191,6 +191,9 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+const COLUMNS: &str =
+    "key, created_ms, last_activity_ms, uid, class, verified, ended_ms, end_reason";
+
 /// Reads every session row, handing each to `insert`.
 pub(super) fn load(
     conn: &Connection,
@@ -203,36 +206,44 @@ pub(super) fn load(
         detail: e.to_string(),
     };
     let mut stmt = conn
-            .prepare("SELECT key, created_ms, last_activity_ms, uid, class, verified, ended_ms, end_reason FROM sessions")
-            .map_err(corrupt)?;
+        .prepare(&format!("SELECT {COLUMNS} FROM sessions"))
+        .map_err(corrupt)?;
     let mut rows = stmt.query([]).map_err(corrupt)?;
     while let Some(row) = rows.next().map_err(corrupt)? {
         let key: Vec<u8> = row.get(0).map_err(corrupt)?;
         let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) else {
             continue;
         };
-        let ended: Option<i64> = row.get(6).map_err(corrupt)?;
-        let reason: Option<String> = row.get(7).map_err(corrupt)?;
-        let verified: i64 = row.get(5).map_err(corrupt)?;
-        let entry = Entry {
-            created: Millis(row.get(1).map_err(corrupt)?),
-            last_activity: Millis(row.get(2).map_err(corrupt)?),
-            uid: row.get::<_, i64>(3).map_err(corrupt)? as i32,
-            class: UserClass::from_i64(row.get(4).map_err(corrupt)?),
-            ended_at: Millis(ended.unwrap_or(0)),
-            // An ended row with an unreadable reason stays ended.
-            end_reason: ended.map(|_| {
-                reason
-                    .as_deref()
-                    .and_then(EndReason::parse)
-                    .unwrap_or(EndReason::Revoked)
-            }),
-            recheck_at: if verified == 0 { now.0 } else { 0 },
-            heartbeat_at: Millis(0),
-            queued: false,
-        };
-        let key = SessionKey(key);
-        insert(key, entry);
+        insert(SessionKey(key), entry(row, now).map_err(corrupt)?);
     }
     Ok(())
+}
+
+/// One session's row, if stored; `now` is when an unverified one is due
+/// for another lookup.
+pub(super) fn read_session(
+    conn: &Connection,
+    key: &SessionKey,
+    now: Millis,
+) -> Result<Option<Entry>, rusqlite::Error> {
+    use rusqlite::OptionalExtension as _;
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM sessions WHERE key = ?1"),
+        [&key.0[..]],
+        |row| entry(row, now),
+    )
+    .optional()
+}
+
+fn entry(row: &rusqlite::Row<'_>, now: Millis) -> Result<Entry, rusqlite::Error> {
+    let ended: Option<i64> = row.get(6)?;
+    let reason: Option<String> = row.get(7)?;
+    let verified: i64 = row.get(5)?;
+    Ok(Entry::from_row(
+        [row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?],
+        ended,
+        reason.as_deref(),
+        verified != 0,
+        now,
+    ))
 }

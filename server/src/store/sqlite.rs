@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::backend::{Backend, Changes, Reads, SettingChange};
+use super::backend::{Backend, Changes, Expiries, Reads, SettingChange};
 use super::schema::{self, connect, SCHEMA_VERSION};
 use super::{AuditEvent, Entry, SessionKey, StoreError};
 use crate::policy::{EndReason, Millis};
@@ -82,10 +82,11 @@ impl Sqlite {
         Ok(())
     }
 
-    fn write(&mut self, changes: &Changes<'_>) -> Result<(), StoreError> {
+    fn write(&mut self, changes: &Changes<'_>) -> Result<Expiries, StoreError> {
         self.ensure_file()?;
         let err = |e: rusqlite::Error| StoreError::Write(e.to_string());
         let tx = self.conn.transaction().map_err(err)?;
+        let mut outcomes = Vec::with_capacity(changes.expiries.len());
         {
             let mut upsert = tx
                 .prepare_cached(
@@ -123,20 +124,45 @@ impl Sqlite {
             let mut audit = tx
                 .prepare_cached("INSERT INTO audit (at_ms, event, key_prefix, uid, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .map_err(err)?;
-            for (k, e) in changes.endings {
+            let mut expire = tx
+                .prepare_cached(
+                    "INSERT INTO sessions (key, created_ms, last_activity_ms, uid, class, verified, ended_ms, end_reason)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(key) DO UPDATE SET
+                        ended_ms = excluded.ended_ms, end_reason = excluded.end_reason
+                     WHERE ended_ms IS NULL AND last_activity_ms <= ?9",
+                )
+                .map_err(err)?;
+            let endings = changes.endings.iter().map(|(k, e)| (k, e, None));
+            let expiries = changes.expiries.iter().map(|(k, e, c)| (k, e, Some(*c)));
+            for (k, e, cutoff) in endings.chain(expiries) {
                 let reason = e.end_reason.unwrap_or(EndReason::Revoked);
-                let changed = end
-                    .execute(params![
-                        &k.0[..],
-                        e.created.0,
-                        e.last_activity.0,
-                        e.uid,
-                        e.class.to_i64(),
-                        (e.recheck_at == 0) as i64,
-                        e.ended_at.0,
-                        reason.as_str()
-                    ])
-                    .map_err(err)?;
+                let values = params![
+                    &k.0[..],
+                    e.created.0,
+                    e.last_activity.0,
+                    e.uid,
+                    e.class.to_i64(),
+                    (e.recheck_at == 0) as i64,
+                    e.ended_at.0,
+                    reason.as_str()
+                ];
+                let changed = match cutoff {
+                    None => end.execute(values),
+                    Some(c) => {
+                        let mut v = values.to_vec();
+                        v.push(&c.0);
+                        expire.execute(v.as_slice())
+                    }
+                }
+                .map_err(err)?;
+                if cutoff.is_some() {
+                    outcomes.push(if changed > 0 {
+                        None
+                    } else {
+                        schema::read_session(&tx, k, e.ended_at).map_err(err)?
+                    });
+                }
                 if changed > 0 {
                     let event = match reason {
                         EndReason::IdleTimeout | EndReason::AbsoluteLifetime => "expired",
@@ -158,13 +184,20 @@ impl Sqlite {
             let mut set = tx
                 .prepare_cached("INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
                 .map_err(err)?;
+            let mut add = tx
+                .prepare_cached("INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING")
+                .map_err(err)?;
             for SettingChange {
                 name,
                 value,
                 detail,
+                if_absent,
             } in changes.settings
             {
-                set.execute(params![name, value]).map_err(err)?;
+                let stmt = if *if_absent { &mut add } else { &mut set };
+                if stmt.execute(params![name, value]).map_err(err)? == 0 {
+                    continue;
+                }
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as i64)
@@ -180,7 +213,8 @@ impl Sqlite {
                     .map_err(err)?;
             }
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        Ok(outcomes)
     }
 }
 
@@ -193,7 +227,7 @@ impl Backend for Sqlite {
         schema::load(&self.conn, &self.path, now, insert)
     }
 
-    fn commit(&mut self, changes: &Changes<'_>) -> Result<(), StoreError> {
+    fn commit(&mut self, changes: &Changes<'_>) -> Result<Expiries, StoreError> {
         self.write(changes)
     }
 
@@ -247,6 +281,11 @@ impl Reads for SqliteReads {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(read)?;
         Ok(rows)
+    }
+
+    fn session(&self, key: &SessionKey, now: Millis) -> Result<Option<Entry>, StoreError> {
+        let conn = self.reader()?;
+        schema::read_session(&conn, key, now).map_err(|e| StoreError::Read(e.to_string()))
     }
 }
 

@@ -23,7 +23,7 @@ impl Backend for Fake {
     fn load(&mut self, _: Millis, _: &mut dyn FnMut(SessionKey, Entry)) -> Result<(), StoreError> {
         Ok(())
     }
-    fn commit(&mut self, c: &Changes<'_>) -> Result<(), StoreError> {
+    fn commit(&mut self, c: &Changes<'_>) -> Result<Expiries, StoreError> {
         let mut log = self.0.lock().unwrap();
         if log.failing {
             return Err(StoreError::Write("disk full".into()));
@@ -37,7 +37,7 @@ impl Backend for Fake {
         log.endings.extend(c.endings.iter().map(|(k, _)| *k));
         log.settings
             .extend(c.settings.iter().map(|s| s.detail.to_string()));
-        Ok(())
+        Ok(c.expiries.iter().map(|_| None).collect())
     }
     fn purge(&mut self, _: Millis) -> Result<usize, StoreError> {
         Ok(0)
@@ -56,6 +56,9 @@ impl Reads for Fake {
     }
     fn audit(&self, _: i64, _: u32) -> Result<Vec<AuditEvent>, StoreError> {
         Ok(Vec::new())
+    }
+    fn session(&self, _: &SessionKey, _: Millis) -> Result<Option<Entry>, StoreError> {
+        Ok(None)
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::backend::{Backend, Changes, SettingChange};
+use super::ExpiryAck;
 use super::{lock, Entry, SessionKey, Shard, StoreError, StoreOptions, WriterStats};
 use crate::policy::Millis;
 
@@ -24,8 +25,13 @@ pub(super) enum Write {
         name: String,
         value: String,
         detail: String,
+        if_absent: bool,
         ack: Ack,
     },
+    /// An idle expiry one of several replicas decided: stored only if no
+    /// activity after the cutoff is stored; never retried (the next request
+    /// decides again).
+    Expire(SessionKey, Entry, Millis, ExpiryAck),
     Flush(Ack),
     /// Delete rows of sessions that ended before this time.
     Purge(Millis),
@@ -68,7 +74,8 @@ struct Writer {
 struct Batch {
     upserts: HashMap<SessionKey, Entry>,
     ends: Vec<(SessionKey, Entry, Option<Ack>)>,
-    settings: Vec<(String, String, String, Ack)>,
+    settings: Vec<(String, String, String, bool, Ack)>,
+    expiries: Vec<(SessionKey, Entry, Millis, ExpiryAck)>,
     flushes: Vec<Ack>,
     purge_before: Option<Millis>,
     /// When the oldest waiting heartbeat arrived.
@@ -77,7 +84,10 @@ struct Batch {
 
 impl Batch {
     fn urgent(&self) -> bool {
-        !self.ends.is_empty() || !self.settings.is_empty() || !self.flushes.is_empty()
+        !self.ends.is_empty()
+            || !self.settings.is_empty()
+            || !self.flushes.is_empty()
+            || !self.expiries.is_empty()
     }
     fn is_empty(&self) -> bool {
         self.upserts.is_empty() && !self.urgent()
@@ -92,8 +102,10 @@ impl Batch {
                 name,
                 value,
                 detail,
+                if_absent,
                 ack,
-            } => self.settings.push((name, value, detail, ack)),
+            } => self.settings.push((name, value, detail, if_absent, ack)),
+            Write::Expire(k, e, cutoff, ack) => self.expiries.push((k, e, cutoff, ack)),
             Write::Flush(ack) => self.flushes.push(ack),
             Write::Purge(t) => self.purge_before = Some(t),
         }
@@ -207,16 +219,23 @@ impl Writer {
         let settings: Vec<SettingChange<'_>> = batch
             .settings
             .iter()
-            .map(|(name, value, detail, _)| SettingChange {
+            .map(|(name, value, detail, if_absent, _)| SettingChange {
                 name,
                 value,
                 detail,
+                if_absent: *if_absent,
             })
+            .collect();
+        let expiries: Vec<(SessionKey, Entry, Millis)> = batch
+            .expiries
+            .iter()
+            .map(|(k, e, cutoff, _)| (*k, *e, *cutoff))
             .collect();
         let result = self.backend.commit(&Changes {
             activity: &activity,
             endings: &endings,
             settings: &settings,
+            expiries: &expiries,
         });
         let ok = result.is_ok();
         self.stats.healthy.store(ok, Ordering::Relaxed);
@@ -235,8 +254,12 @@ impl Writer {
                     let _ = ack.send(Ok(()));
                 }
             }
-            for (_, _, _, ack) in batch.settings.drain(..) {
+            for (_, _, _, _, ack) in batch.settings.drain(..) {
                 let _ = ack.send(Ok(()));
+            }
+            let outcomes = result.as_ref().map(Vec::as_slice).unwrap_or_default();
+            for ((_, _, _, ack), outcome) in batch.expiries.drain(..).zip(outcomes) {
+                let _ = ack.send(Ok(*outcome));
             }
             for ack in batch.flushes.drain(..) {
                 let _ = ack.send(Ok(()));
@@ -257,14 +280,17 @@ impl Writer {
                     let _ = ack.send(Err(StoreError::Write(msg.clone())));
                 }
             }
-            for (_, _, _, ack) in batch.settings.drain(..) {
+            for (_, _, _, _, ack) in batch.settings.drain(..) {
+                let _ = ack.send(Err(StoreError::Write(msg.clone())));
+            }
+            for (_, _, _, ack) in batch.expiries.drain(..) {
                 let _ = ack.send(Err(StoreError::Write(msg.clone())));
             }
             for ack in batch.flushes.drain(..) {
                 let _ = ack.send(Err(StoreError::Write(msg.clone())));
             }
         }
-        result
+        result.map(|_| ())
     }
 }
 
@@ -291,6 +317,7 @@ mod tests {
             name: "x".into(),
             value: "1".into(),
             detail: "x: 1".into(),
+            if_absent: false,
             ack,
         });
         assert!(b.urgent(), "a setting is committed at once");

@@ -18,6 +18,8 @@ use crate::policy::{self, EndReason, Millis, Policy, SessionStatus, UserClass};
 use crate::secret::cut;
 use crate::store::{Entry, SessionKey, Store, StoreError};
 
+mod expiry;
+
 /// How soon a portal session is looked up again (its user may be made
 /// internal while the session lives).
 pub const EXEMPT_RECHECK: Duration = Duration::from_secs(300);
@@ -38,9 +40,16 @@ pub struct LookupConfig {
 /// What a page, a proxy or an administrator is told about a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    Active { timeout_s: u64, remaining_ms: i64 },
+    Active {
+        timeout_s: u64,
+        remaining_ms: i64,
+    },
     Exempt,
     Ended(EndReason),
+    /// A replica meeting a session for the first time cannot read what the
+    /// others stored about it (the database is down): neither let through
+    /// nor ended.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,13 +152,16 @@ impl Sessions {
         // it is judged on what is known, and the ERP is asked again in the
         // background (a slow ERP must not hold every ERP request).
         let now = self.clock.now();
+        let grace = self.store.shared_grace().unwrap_or_default();
         let mut recheck_later = false;
+        let mut proposed = None;
         let (known, durable) = self.store.update(&key, |slot| {
             let due = slot
                 .as_ref()
                 .is_none_or(|e| !e.is_ended() && e.recheck_at != 0 && e.recheck_at <= now.0);
             recheck_later = due && slot.is_some() && op == Op::Auth;
-            (!due || recheck_later).then(|| judge(slot, now, &policy, op, &mut too_soon))
+            (!due || recheck_later)
+                .then(|| judge(slot, now, &policy, grace, op, &mut too_soon, &mut proposed))
         });
         // One background lookup per session: while one is out, later checks
         // are answered from memory without starting (and waiting on) another.
@@ -163,15 +175,23 @@ impl Sessions {
             let (me, value) = (self.clone(), cookie_value.to_string());
             actix_rt::spawn(async move { me.identify(&key, &value).await });
         }
-        let (answer, durable) = match known {
+        let (mut answer, durable) = match known {
             Some(answer) => (answer, durable),
             None => {
                 self.identify(&key, cookie_value).await;
+                if grace.0 > 0 && self.store.get(&key).is_none() {
+                    // What other replicas stored about it could not be read.
+                    return (Answer::Unavailable, None);
+                }
                 let now = self.clock.now();
-                self.store
-                    .update(&key, |slot| judge(slot, now, &policy, op, &mut too_soon))
+                self.store.update(&key, |slot| {
+                    judge(slot, now, &policy, grace, op, &mut too_soon, &mut proposed)
+                })
             }
         };
+        if let Some(p) = proposed {
+            answer = self.confirm_idle(&key, p, &policy, op, &mut too_soon).await;
+        }
         if let Op::Heartbeat { .. } = op {
             self.metrics
                 .count_heartbeat(matches!(answer, Answer::Active { .. }));
@@ -262,6 +282,27 @@ impl Sessions {
             map: &self.inflight,
             key: *key,
         };
+        if self.store.shared_grace().is_some() && self.store.get(key).is_none() {
+            // Another replica may have met it: start from what it stored.
+            match self.store.fetch(key, first_seen).await {
+                Ok(Some(row)) => {
+                    self.store.settle(key, |slot| {
+                        slot.get_or_insert(row);
+                    });
+                    if row.is_ended() || row.recheck_at == 0 {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log::warn!(
+                        "cannot read session {} from the database: {e}",
+                        key.prefix()
+                    );
+                    return;
+                }
+            }
+        }
         self.lookup_and_record(key, cookie_value, first_seen).await;
     }
 
@@ -362,80 +403,23 @@ impl Sessions {
             (None, _) => Err(PrefixError::NotFound),
         }
     }
-
-    /// Ends sessions whose deadline passed (so the audit log shows expiries
-    /// even when nobody asks; each is recorded at its deadline, not when it
-    /// was found), and forgets old ended or public sessions. All shards.
-    pub async fn sweep(&self) {
-        for shard in 0..Store::SHARDS {
-            self.sweep_shard(shard).await;
-        }
-        self.purge();
-    }
-
-    /// Asks the writer to delete rows of sessions that ended longer ago than
-    /// the retention period; memory forgets them in `sweep_shard`.
-    pub fn purge(&self) {
-        let before = Millis(self.clock.now().0 - self.retention.as_millis() as i64);
-        self.store.purge_before(before);
-    }
-
-    /// `sweep` for one shard: one pass under its lock, then the endings.
-    pub async fn sweep_shard(&self, shard: usize) {
-        let now = self.clock.now();
-        let policy = self.policy();
-        let forget_before = now.0 - self.retention.as_millis() as i64;
-        let stale_public = now.0 - 600_000;
-        let mut due = Vec::new();
-        self.store.retain_in(shard, |k, e| {
-            if e.is_ended() {
-                return e.ended_at.0 >= forget_before;
-            }
-            if e.class == UserClass::Public {
-                return e.recheck_at >= stale_public;
-            }
-            if !e.class.is_exempt() {
-                if let SessionStatus::Expired { .. } =
-                    policy::status(e.created, e.last_activity, now, &policy)
-                {
-                    due.push(*k);
-                }
-            }
-            true
-        });
-        for key in due {
-            let (reason, durable) = self.store.update(&key, |slot| {
-                let e = slot.as_mut()?;
-                if e.is_ended() || e.class.is_exempt() {
-                    return None;
-                }
-                match policy::status(e.created, e.last_activity, now, &policy) {
-                    SessionStatus::Expired { reason, at } => {
-                        e.end_reason = Some(reason);
-                        e.ended_at = at;
-                        Some(reason)
-                    }
-                    SessionStatus::Active { .. } => None,
-                }
-            });
-            if let (Some(reason), Some(rx)) = (reason, durable) {
-                self.metrics.count_expiry(reason);
-                log::info!("session {} expired ({reason})", key.prefix());
-                let _ = rx.await;
-            }
-        }
-    }
 }
 
 /// The policy applied to one session under its shard lock: ends it if its
 /// deadline passed, records a heartbeat's activity. An unknown session is
 /// created as internal (first sight counts as the login).
+///
+/// When replicas share the store (`grace` > 0), an idle session is given the
+/// grace past its timeout, and its expiry is only proposed: memory is left
+/// as it is and the caller confirms it with the other replicas.
 fn judge(
     slot: &mut Option<Entry>,
     now: Millis,
     policy: &policy::Policy,
+    grace: Millis,
     op: Op,
     too_soon: &mut Option<i64>,
+    proposed: &mut Option<expiry::Proposed>,
 ) -> Answer {
     let e = slot.get_or_insert_with(|| Entry::new(now, UserClass::Internal, 0, 0));
     if let Some(reason) = e.end_reason {
@@ -444,10 +428,27 @@ fn judge(
     if e.class.is_exempt() {
         return Answer::Exempt;
     }
-    match policy::status(e.created, e.last_activity, now, policy) {
+    let limits = policy::Policy {
+        timeout_ms: policy.timeout_ms + grace.0,
+        ..*policy
+    };
+    match policy::status(e.created, e.last_activity, now, &limits) {
+        SessionStatus::Expired {
+            reason: EndReason::IdleTimeout,
+            ..
+        } if grace.0 > 0 => {
+            let mut ended = *e;
+            ended.end_reason = Some(EndReason::IdleTimeout);
+            ended.ended_at = Millis(e.last_activity.0 + policy.timeout_ms);
+            *proposed = Some(expiry::Proposed { ended, now });
+            Answer::Ended(EndReason::IdleTimeout)
+        }
         SessionStatus::Expired { reason, at } => {
             e.end_reason = Some(reason);
-            e.ended_at = at;
+            e.ended_at = match reason {
+                EndReason::IdleTimeout => Millis(e.last_activity.0 + policy.timeout_ms),
+                _ => at,
+            };
             Answer::Ended(reason)
         }
         SessionStatus::Active { .. } => {
@@ -460,7 +461,7 @@ fn judge(
                     e.heartbeat_at = now;
                 }
             }
-            match policy::status(e.created, e.last_activity, now, policy) {
+            match policy::status(e.created, e.last_activity, now, &limits) {
                 SessionStatus::Active { remaining_ms } => Answer::Active {
                     timeout_s: policy.timeout_s(),
                     remaining_ms,
