@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ensure-tools.sh - installs what the tests need and is not there yet, and
 # skips what is: Debian packages (Chromium and its driver, Node.js and npm,
-# nginx, Caddy, wrk, curl, strace for the benchmarks) and the end-to-end tests' npm packages.
+# nginx, Caddy, wrk, curl, strace for the benchmarks, the PostgreSQL server the
+# replica tests start throwaway clusters of) and the end-to-end tests' npm packages.
 #
 #   usage: scripts/ensure-tools.sh [apt|npm|all]    (default: all)
 #
@@ -19,6 +20,8 @@ if [ "$what" = apt ] || [ "$what" = all ]; then
     pkg=${pair%%:*} cmd=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
   done
+  # The server binaries are not on PATH: look where Debian puts them.
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   if [ ${#missing[@]} -gt 0 ]; then
     log "apt-get install ${missing[*]}"
     $SUDO apt-get update -qq

@@ -132,7 +132,7 @@ async fn run(mut settings: Settings, demo: Option<(PathBuf, bool)>) -> i32 {
                 "sidecar listening on http://{addr}{} (timeout {} s, database {})",
                 settings.base_path,
                 policy.timeout_s(),
-                settings.db.display()
+                settings.database_label()
             );
             startup::server(listener, state.clone(), settings.workers, |_| {})
         }

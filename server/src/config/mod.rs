@@ -115,6 +115,17 @@ pub struct RawOptions {
     pub erp_settings_interval_ms: Option<String>,
 }
 
+impl Settings {
+    /// The database for messages: the SQLite file, or the PostgreSQL URL
+    /// without its password.
+    pub fn database_label(&self) -> String {
+        match &self.database_url {
+            Some(url) => crate::store::redact_url(url),
+            None => self.db.display().to_string(),
+        }
+    }
+}
+
 /// Where the idle timeout comes from when the ERP owns it.
 #[derive(Debug, Clone)]
 pub struct ErpSettings {
