@@ -10,7 +10,7 @@ BIND     ?= 127.0.0.1:8080
 TIMEOUT  ?= 60
 DB       ?= data/demo.db
 
-.PHONY: all build server wasm addon run test test-server test-client test-wasm test-e2e test-odoo test-size size bench soak fuzz tools lint clean
+.PHONY: all build server wasm addon run run-pg test test-server test-client test-wasm test-e2e test-odoo test-size size bench soak fuzz tools lint clean
 
 all: build
 
@@ -32,6 +32,15 @@ run: build
 	@mkdir -p data
 	$(BIN) demo --bind $(BIND) --db $(DB) --timeout $(TIMEOUT) --www www
 
+## run-pg: the same demo on a throwaway PostgreSQL cluster in data/pg (started if needed; PG_PORT)
+PG_PORT ?= 55432
+run-pg: build
+	scripts/ensure-tools.sh postgres
+	@mkdir -p data
+	url=$$(scripts/pg-throwaway.sh start data/pg $(PG_PORT)) && \
+	  echo "PostgreSQL: $$url (stop it with: scripts/pg-throwaway.sh stop data/pg)" && \
+	  $(BIN) demo --bind $(BIND) --database-url "$$url" --secret-file data/pg-demo.secret --timeout $(TIMEOUT) --www www
+
 ## test: every test, browser tests included
 test: tools lint build test-size test-server test-client test-wasm test-e2e test-odoo
 
@@ -48,7 +57,7 @@ test-wasm:
 	scripts/test-wasm.sh
 
 test-e2e: tools build
-	cd tests/e2e && node --test --test-concurrency=1 --test-reporter=spec client.test.mjs proxy.test.mjs
+	cd tests/e2e && node --test --test-concurrency=1 --test-reporter=spec client.test.mjs proxy.test.mjs replicas.test.mjs
 
 ## test-odoo: the addon in real Odoo 17.0 and 18.0 (SKIPPED without an Odoo tree, failed instead with CI=true)
 test-odoo: tools build addon

@@ -12,7 +12,10 @@ are medians over the rounds; ratios are against the actix baseline of the same
 size group. Client part: bench/client-bench.mjs (sizes, Chromium costs and
 request counts).
 
+PostgreSQL part: bench/pg_bench.py (replicas on a throwaway cluster).
+
 Environment knobs: BENCH_SIZES=1000,100000,1000000 BENCH_ROUNDS=3 BENCH_SECONDS=4
+BENCH_SKIP_SERVER=1 BENCH_SKIP_PG=1 BENCH_SKIP_CLIENT=1
 """
 import datetime
 import json
@@ -150,7 +153,7 @@ class Server:
         self.name = name
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.startup_s = wait_http(health) + 0 * t0
+        self.startup_s = wait_http(health) + 0 * t0 if health else 0.0
 
     def stop(self):
         self.proc.terminate()
@@ -288,7 +291,7 @@ def fmt_bytes(n):
     return f"{n / 1024 / 1024:.1f} MiB"
 
 
-def report(server, client):
+def report(server, client, pg=None):
     lines = []
     host = platform.node()
     cpu = "unknown CPU"
@@ -335,6 +338,9 @@ def report(server, client):
                      "with 1 000 sessions at this load nearly all are, with 1 000 000 almost none. A real page sends one per heartbeat interval (1 to 60 s).\n")
         lines.append("\nEvery heartbeat is acknowledged from memory and committed with the others of its window: "
                      "never one fsync per heartbeat (the strace run slows the server, so its heartbeat rate is lower than the table above).\n")
+    if pg:
+        import pg_bench
+        lines.append(pg_bench.pg_report(pg))
     if client:
         lines.append(client.get("markdown", ""))
     return "\n".join(lines) + "\n"
@@ -345,6 +351,11 @@ def main():
         if not (shutil.which(tool) or os.path.exists(tool)):
             sys.exit(f"bench: {tool} is missing (make bench builds and installs what it needs)")
     server = server_bench() if os.environ.get("BENCH_SKIP_SERVER") != "1" else None
+    pg = None
+    if os.environ.get("BENCH_SKIP_PG") != "1":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import pg_bench
+        pg = pg_bench.pg_bench(sys.modules[__name__])
     client = client_bench() if os.environ.get("BENCH_SKIP_CLIENT") != "1" else None
     path = os.path.join(ROOT, "BENCHMARKS.md")
     # The hand-written reading of the figures (after the marker) is kept.
@@ -353,16 +364,30 @@ def main():
         old = open(path).read()
     except OSError:
         old = ""
-    if server is None and client and "## Client" in old and marker in old:
-        # Client part only (BENCH_SKIP_SERVER=1): the server figures of the
-        # earlier run stay, under their own date; the client section says
-        # when and how it was measured.
-        when = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
-        section = client.get("markdown", "").replace(
-            "## Client\n", f"## Client\n\nMeasured on {when} by `BENCH_SKIP_SERVER=1 make bench` (the sidecar figures above are from the run named at the top).\n", 1)
-        md = old[:old.index("## Client")] + section + "\n" + old[old.index(marker):]
+    when = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    if server is None and marker in old and "## Client" in old:
+        # A partial run (BENCH_SKIP_SERVER=1): the sections it did not measure
+        # stay, under the date of their own run; each section it measured is
+        # replaced and says when and how.
+        md = old
+        if pg:
+            import pg_bench
+            section = pg_bench.pg_report(pg).replace(
+                "## Several replicas on PostgreSQL\n",
+                f"## Several replicas on PostgreSQL\n\nMeasured on {when} by `BENCH_SKIP_SERVER=1 BENCH_SKIP_CLIENT=1 make bench`.\n", 1)
+            head = "## Several replicas on PostgreSQL"
+            if head in md:
+                start = md.index(head)
+                end = md.index("## Client", start)
+                md = md[:start] + section + "\n" + md[end:]
+            else:
+                md = md[:md.index("## Client")] + section + "\n" + md[md.index("## Client"):]
+        if client:
+            section = client.get("markdown", "").replace(
+                "## Client\n", f"## Client\n\nMeasured on {when} by `BENCH_SKIP_SERVER=1 make bench` (the sidecar figures above are from the run named at the top).\n", 1)
+            md = md[:md.index("## Client")] + section + "\n" + md[md.index(marker):]
     else:
-        md = report(server, client)
+        md = report(server, client, pg)
         if marker in old:
             md += "\n" + old[old.index(marker):]
     with open(path, "w") as f:

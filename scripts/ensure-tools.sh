@@ -4,7 +4,8 @@
 # nginx, Caddy, wrk, curl, strace for the benchmarks, the PostgreSQL server the
 # replica tests start throwaway clusters of) and the end-to-end tests' npm packages.
 #
-#   usage: scripts/ensure-tools.sh [apt|npm|all]    (default: all)
+#   usage: scripts/ensure-tools.sh [apt|npm|postgres|all]    (default: all;
+#          postgres: only the PostgreSQL server, for `make run-pg`)
 #
 # Runs as root on CI (a fresh Debian 12 machine); uses sudo otherwise.
 set -euo pipefail
@@ -12,6 +13,16 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 what=${1:-all}
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 log() { printf '[ensure-tools] %s\n' "$*" >&2; }
+
+if [ "$what" = postgres ]; then
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    log "apt-get install postgresql"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
+      --no-install-recommends postgresql >/dev/null
+  fi
+  exit 0
+fi
 
 if [ "$what" = apt ] || [ "$what" = all ]; then
   # package:command pairs; a command already on PATH counts as installed.

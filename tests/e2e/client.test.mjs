@@ -2,6 +2,7 @@
 // `session-timeout demo` server with a 4 s timeout.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { idleUserLandsOnLogin, activeUserStaysLoggedIn, twoTabsActAsOne } from './scenarios.mjs';
 import {
   startDemo, launch, newPage, login, sessionCookie, serverCheck, serverAuth, heartbeatsAtServer,
   waitFor, onLoginPage, onBackOffice, keepMoving, setHidden, clientReady, sleep,
@@ -29,34 +30,12 @@ async function withDemo(opts, fn) {
 
 test('1. an idle internal user lands on the login page about when the session expires', () =>
   withDemo({ timeout: 4 }, async ({ demo, context, dialogs }) => {
-    const page = await newPage(context, dialogs);
-    await login(page, demo, 'admin');
-    assert.ok(onBackOffice(page), `back office shown after login, got ${page.url()}`);
-    await clientReady(page);
-    const cookie = await sessionCookie(context);
-    const { remaining_ms: remaining } = await serverCheck(demo, cookie);
-    const t0 = Date.now();
-    const took = await waitFor(() => onLoginPage(page), { timeoutMs: remaining + 3000, what: 'the login page' });
-    const late = took - remaining;
-    assert.ok(late > -300, `not logged out early (${late} ms after the deadline)`);
-    assert.ok(late < 1500, `on the login page within about a second of the deadline (${late} ms late)`);
-    assert.ok(Date.now() - t0 >= remaining - 300);
-    assert.equal((await serverCheck(demo, cookie)).state, 'expired', 'the server says expired');
-    assert.equal(await serverAuth(demo, cookie), 401, 'the old cookie gets 401 from auth');
+    await idleUserLandsOnLogin({ demo, context, dialogs });
   }));
 
 test('2. a user who keeps moving the mouse or typing stays logged in for several timeouts', () =>
   withDemo({ timeout: 4 }, async ({ demo, context, dialogs }) => {
-    const page = await newPage(context, dialogs);
-    await login(page, demo, 'admin');
-    await clientReady(page);
-    await keepMoving(page, 6000);
-    await page.click('#notes');
-    for (let i = 0; i < 12; i++) { await page.keyboard.type('ab', { delay: 100 }); await sleep(300); }
-    await keepMoving(page, 3000);
-    // About 15 s, nearly four timeouts.
-    assert.ok(onBackOffice(page), `still in the back office, got ${page.url()}`);
-    assert.equal((await serverCheck(demo, await sessionCookie(context))).state, 'active');
+    await activeUserStaysLoggedIn({ demo, context, dialogs });
   }));
 
 test('3. a hidden tab sends no heartbeats, expires, and shows the login page when visible again', () =>
@@ -129,31 +108,5 @@ test('5. a portal user who stays idle is never logged out', () =>
 
 test('6. two tabs act as one: activity in one keeps both, logout in one reaches the other, one heartbeat stream', () =>
   withDemo({ timeout: 4 }, async ({ demo, context, dialogs }) => {
-    const a = await newPage(context, dialogs);
-    await login(a, demo, 'admin');
-    const b = await newPage(context, dialogs);
-    await b.goto(`${demo.url}/odoo`);
-    await clientReady(a);
-    await clientReady(b);
-    // Typing only in tab A for three timeouts keeps tab B logged in too.
-    await a.click('#notes');
-    const end = Date.now() + 12000;
-    while (Date.now() < end) { await a.keyboard.type('x', { delay: 50 }); await sleep(250); }
-    assert.ok(onBackOffice(a) && onBackOffice(b), `both tabs still in the back office: ${a.url()} ${b.url()}`);
-
-    // Heartbeats per interval do not grow with tabs: both tabs busy for 8 s.
-    const interval = 1000; // a quarter of the 4 s timeout
-    const before = await heartbeatsAtServer(demo);
-    const t0 = Date.now();
-    await Promise.all([keepMoving(a, 8000, 200), keepMoving(b, 8000, 200)]);
-    const sent = (await heartbeatsAtServer(demo)) - before;
-    const intervals = (Date.now() - t0) / interval;
-    assert.ok(sent <= Math.ceil(intervals) + 1, `${sent} heartbeats in ${intervals.toFixed(1)} intervals with two busy tabs`);
-    assert.ok(sent >= 2, `heartbeats were sent at all (${sent})`);
-
-    // Logging out in A takes B to the login page within a second.
-    await Promise.all([a.waitForNavigation(), a.click('#logout')]);
-    assert.ok(onLoginPage(a), `A on the login page, got ${a.url()}`);
-    const took = await waitFor(() => onLoginPage(b), { timeoutMs: 3000, what: 'tab B on the login page' });
-    assert.ok(took < 1000, `B followed within a second (${took} ms)`);
+    await twoTabsActAsOne({ demo, context, dialogs });
   }));

@@ -79,11 +79,14 @@ export async function serverAuth(demo, cookie) {
   return r.status;
 }
 
-/** Heartbeats the server received so far (from its Prometheus metrics). */
+/** Heartbeats the server received so far (from its Prometheus metrics;
+ * summed over `demo.metricsUrls` when several servers share the load). */
 export async function heartbeatsAtServer(demo) {
-  const text = await (await fetch(`${demo.url}/session-timeout/metrics`)).text();
   let n = 0;
-  for (const m of text.matchAll(/^session_timeout_heartbeats_total\{[^}]*\} (\d+)$/gm)) n += Number(m[1]);
+  for (const url of demo.metricsUrls || [`${demo.url}/session-timeout/metrics`]) {
+    const text = await (await fetch(url)).text();
+    for (const m of text.matchAll(/^session_timeout_heartbeats_total\{[^}]*\} (\d+)$/gm)) n += Number(m[1]);
+  }
   return n;
 }
 

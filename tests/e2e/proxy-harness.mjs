@@ -87,7 +87,9 @@ export function nginxSite({ listenPort, erpPort, sidecarPort, onError = 'refuse'
   swap('server 127.0.0.1:8069;', `server 127.0.0.1:${erpPort};`);
   // The demo serves its bus on its only port, as Odoo does without workers.
   swap('server 127.0.0.1:8072;', `server 127.0.0.1:${erpPort};`);
-  swap('server 127.0.0.1:8390;', `server 127.0.0.1:${sidecarPort};`);
+  // Several sidecar replicas: nginx's default round-robin over them.
+  const sidecars = [sidecarPort].flat().map((p) => `server 127.0.0.1:${p};`).join('\n    ');
+  swap('server 127.0.0.1:8390;', sidecars);
   swap('listen 80;', `listen 127.0.0.1:${listenPort};`);
   if (onError === 'pass') swap('error_page 502 504 = @session_check_refuse;', 'error_page 502 504 = @session_check_pass;');
   // Routed around the gate: the ERP is reached unchecked (the browser client alone is under test).
