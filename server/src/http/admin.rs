@@ -12,7 +12,7 @@ use super::{read_json_body, resource, AppState};
 use crate::policy::{self, heartbeat_interval_ms, EndReason, SessionStatus};
 use crate::sessions::{PrefixError, Sessions};
 use crate::settings::{LIFETIME_KEY, TIMEOUT_KEY};
-use crate::store::StoreError;
+use crate::store::{Entry, SessionKey, StoreError};
 
 /// The admin API's access: the hash of its bearer token, if one is set.
 pub struct AdminState {
@@ -241,14 +241,32 @@ async fn list_sessions(
         ));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    Ok(HttpResponse::Ok().json(session_rows(&st.sessions, want, limit)))
+    if st.sessions.store.shared_grace().is_some() {
+        // A replica has not met every session the others did: list what
+        // the shared database holds.
+        let (store, now) = (st.sessions.store.clone(), st.sessions.clock.now());
+        let stored = web::block(move || store.read_sessions(now))
+            .await
+            .map_err(|e| ApiError::storage(StoreError::Read(e.to_string())))?
+            .map_err(ApiError::storage)?;
+        let visit =
+            |f: &mut dyn FnMut(&SessionKey, &Entry)| stored.iter().for_each(|(k, e)| f(k, e));
+        return Ok(HttpResponse::Ok().json(session_rows(&st.sessions, want, limit, visit)));
+    }
+    let visit = |f: &mut dyn FnMut(&SessionKey, &Entry)| st.sessions.store.for_each(f);
+    Ok(HttpResponse::Ok().json(session_rows(&st.sessions, want, limit, visit)))
 }
 
-fn session_rows(sessions: &Sessions, want: &str, limit: usize) -> serde_json::Value {
+fn session_rows(
+    sessions: &Sessions,
+    want: &str,
+    limit: usize,
+    visit: impl FnOnce(&mut dyn FnMut(&SessionKey, &Entry)),
+) -> serde_json::Value {
     let now = sessions.clock.now();
     let policy = sessions.policy();
     let mut rows = Vec::new();
-    sessions.store.for_each(|k, e| {
+    visit(&mut |k, e| {
         let (state, remaining) = if let Some(r) = e.end_reason {
             ("ended", Some(r))
         } else if e.class.is_exempt() {
@@ -292,7 +310,21 @@ async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     st.admin.authorize(&req)?;
     let prefix = path.into_inner();
-    let key = st.sessions.find_by_prefix(&prefix).map_err(|e| match e {
+    let mut found = st.sessions.find_by_prefix(&prefix);
+    if found == Err(PrefixError::NotFound) && st.sessions.store.shared_grace().is_some() {
+        // Met only by other replicas: look in the shared database.
+        let (store, p) = (st.sessions.store.clone(), prefix.to_ascii_lowercase());
+        let keys = web::block(move || store.read_keys_with_prefix(&p))
+            .await
+            .map_err(|e| ApiError::storage(StoreError::Read(e.to_string())))?
+            .map_err(ApiError::storage)?;
+        found = match keys.as_slice() {
+            [] => Err(PrefixError::NotFound),
+            [k] => Ok(*k),
+            _ => Err(PrefixError::Ambiguous),
+        };
+    }
+    let key = found.map_err(|e| match e {
         PrefixError::Malformed => ApiError::bad_request(
             "invalid_key",
             format!("`{prefix}` is not a key prefix (8 to 32 hex digits)"),

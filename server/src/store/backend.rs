@@ -69,4 +69,9 @@ pub trait Reads: Send + Sync {
     /// One stored session (a replica meeting a session another one saw); an
     /// unverified one is due for a lookup at `now`.
     fn session(&self, key: &SessionKey, now: Millis) -> Result<Option<Entry>, StoreError>;
+    /// Every stored session (the admin list of a replica, which has not met
+    /// every session the others did).
+    fn sessions(&self, now: Millis) -> Result<Vec<(SessionKey, Entry)>, StoreError>;
+    /// Up to two stored keys whose hex form starts with `prefix`.
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<SessionKey>, StoreError>;
 }

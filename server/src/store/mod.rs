@@ -542,6 +542,16 @@ impl Store {
             .retain(|k, e| f(k, e));
     }
 
+    /// Every stored session (blocking; call off the async workers).
+    pub fn read_sessions(&self, now: Millis) -> Result<Vec<(SessionKey, Entry)>, StoreError> {
+        self.reads.sessions(now)
+    }
+
+    /// Up to two stored keys starting with a hex prefix (blocking).
+    pub fn read_keys_with_prefix(&self, prefix: &str) -> Result<Vec<SessionKey>, StoreError> {
+        self.reads.keys_with_prefix(prefix)
+    }
+
     /// Reads the stored settings (blocking; call off the async workers).
     pub fn read_settings(&self) -> Result<HashMap<String, String>, StoreError> {
         self.reads.settings()

@@ -93,16 +93,18 @@ impl Connect {
         })?;
         config
             .connect_timeout(Duration::from_secs(3))
-            .keepalives_idle(Duration::from_secs(10))
-            .application_name("session-timeout");
+            .keepalives_idle(Duration::from_secs(10));
         Ok(Connect {
             config,
             url: redacted,
         })
     }
 
-    fn connect(&self) -> Result<Client, StoreError> {
-        let mut client = self.config.connect(NoTls).map_err(|e| self.error(e))?;
+    /// A connection named for `pg_stat_activity`: `session-timeout <role> <pid>`.
+    fn connect(&self, role: &str) -> Result<Client, StoreError> {
+        let mut config = self.config.clone();
+        config.application_name(&format!("session-timeout {role} {}", std::process::id()));
+        let mut client = config.connect(NoTls).map_err(|e| self.error(e))?;
         // A statement stuck behind a lock must fail, not hold the writer.
         client
             .batch_execute("SET statement_timeout = 10000; SET lock_timeout = 5000")
@@ -130,7 +132,7 @@ fn read_err(e: postgres::Error) -> StoreError {
 /// the listener connects.
 pub(super) fn open(url: &str) -> Result<(Pg, PgReads, Connect), StoreError> {
     let connect = Connect::new(url)?;
-    let mut client = connect.connect()?;
+    let mut client = connect.connect("writer")?;
     migrate(&mut client, &connect)?;
     let reads = PgReads::spawn(connect.clone())?;
     let name = format!(
@@ -238,7 +240,7 @@ impl Pg {
             self.client = None;
             let c = self
                 .connect
-                .connect()
+                .connect("writer")
                 .map_err(|e| StoreError::Write(e.to_string()))?;
             self.client = Some(c);
         }
@@ -456,6 +458,15 @@ impl Backend for Pg {
 
     fn commit(&mut self, changes: &Changes<'_>) -> Result<Expiries, StoreError> {
         let r = self.write(changes);
+        if r.is_err() && self.client.as_ref().is_some_and(|c| c.is_closed()) {
+            // The connection was lost (a restart, a terminated backend): once
+            // more on a new one. Safe even if the first COMMIT was applied:
+            // every statement is idempotent (endings only apply to open
+            // sessions, settings only when they differ).
+            self.client = None;
+            let again = self.write(changes);
+            return self.failed(again);
+        }
         self.failed(r)
     }
 
@@ -493,6 +504,8 @@ enum Job {
     Settings(Reply<HashMap<String, String>>),
     Audit(i64, u32, Reply<Vec<AuditEvent>>),
     Session(SessionKey, Millis, Reply<Option<Entry>>),
+    Sessions(Millis, Reply<Vec<(SessionKey, Entry)>>),
+    Prefix(String, Reply<Vec<SessionKey>>),
 }
 
 /// Reads, served by `READERS` threads with a connection each.
@@ -516,9 +529,14 @@ impl PgReads {
                             Err(_) => return,
                         };
                         if client.as_ref().is_none_or(|c| c.is_closed()) {
-                            client = connect.connect().ok();
+                            client = connect.connect("reader").ok();
                         }
-                        serve(client.as_mut(), job);
+                        // A connection found closed while serving is made
+                        // again and the job served once more.
+                        if let Some(job) = serve(client.as_mut(), job) {
+                            client = connect.connect("reader").ok();
+                            let _ = serve(client.as_mut(), job);
+                        }
                     }
                 })
                 .map_err(|e| StoreError::Read(e.to_string()))?;
@@ -540,22 +558,32 @@ impl PgReads {
     }
 }
 
-fn serve(client: Option<&mut Client>, job: Job) {
+/// Serves `job`; gives it back, unanswered, when the connection turned out
+/// to be closed.
+fn serve(client: Option<&mut Client>, job: Job) -> Option<Job> {
     let Some(c) = client else {
         let down = || StoreError::Read("the database is unreachable".into());
         match job {
             Job::Settings(r) => drop(r.send(Err(down()))),
             Job::Audit(_, _, r) => drop(r.send(Err(down()))),
             Job::Session(_, _, r) => drop(r.send(Err(down()))),
+            Job::Sessions(_, r) => drop(r.send(Err(down()))),
+            Job::Prefix(_, r) => drop(r.send(Err(down()))),
         }
-        return;
+        return None;
     };
+    // An error on a connection that turned out closed: given back, to be
+    // served again on a new one.
+    let lost = |failed: bool, c: &Client| failed && c.is_closed();
     match job {
         Job::Settings(reply) => {
             let r = c
                 .query("SELECT name, value FROM session_timeout.settings", &[])
                 .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
                 .map_err(read_err);
+            if lost(r.is_err(), c) {
+                return Some(Job::Settings(reply));
+            }
             let _ = reply.send(r);
         }
         Job::Audit(after, limit, reply) => {
@@ -578,6 +606,9 @@ fn serve(client: Option<&mut Client>, job: Job) {
                         .collect()
                 })
                 .map_err(read_err);
+            if lost(r.is_err(), c) {
+                return Some(Job::Audit(after, limit, reply));
+            }
             let _ = reply.send(r);
         }
         Job::Session(key, now, reply) => {
@@ -588,9 +619,44 @@ fn serve(client: Option<&mut Client>, job: Job) {
                 )
                 .map(|row| row.map(|row| entry(&row, now)))
                 .map_err(read_err);
+            if lost(r.is_err(), c) {
+                return Some(Job::Session(key, now, reply));
+            }
+            let _ = reply.send(r);
+        }
+        Job::Sessions(now, reply) => {
+            let r = c
+                .query(
+                    &format!("SELECT {COLUMNS} FROM session_timeout.sessions"),
+                    &[],
+                )
+                .map(|rows| {
+                    rows.iter()
+                        .filter_map(|row| Some((key_of(row)?, entry(row, now))))
+                        .collect()
+                })
+                .map_err(read_err);
+            if lost(r.is_err(), c) {
+                return Some(Job::Sessions(now, reply));
+            }
+            let _ = reply.send(r);
+        }
+        Job::Prefix(prefix, reply) => {
+            let r = c
+                .query(
+                    "SELECT key FROM session_timeout.sessions
+                     WHERE encode(key, 'hex') LIKE $1 || '%' LIMIT 2",
+                    &[&prefix],
+                )
+                .map(|rows| rows.iter().filter_map(key_of).collect())
+                .map_err(read_err);
+            if lost(r.is_err(), c) {
+                return Some(Job::Prefix(prefix, reply));
+            }
             let _ = reply.send(r);
         }
     }
+    None
 }
 
 impl Reads for PgReads {
@@ -602,6 +668,13 @@ impl Reads for PgReads {
     }
     fn session(&self, key: &SessionKey, now: Millis) -> Result<Option<Entry>, StoreError> {
         self.ask(|r| Job::Session(*key, now, r))
+    }
+    fn sessions(&self, now: Millis) -> Result<Vec<(SessionKey, Entry)>, StoreError> {
+        self.ask(|r| Job::Sessions(now, r))
+    }
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<SessionKey>, StoreError> {
+        let prefix = prefix.to_string();
+        self.ask(|r| Job::Prefix(prefix, r))
     }
 }
 
@@ -670,7 +743,7 @@ fn listen_once(
     apply: &Apply,
     stop: &AtomicBool,
 ) -> Result<(), StoreError> {
-    let mut client = connect.connect()?;
+    let mut client = connect.connect("listener")?;
     let err = |e: postgres::Error| StoreError::Read(e.to_string());
     client
         .batch_execute(&format!("LISTEN {CHANNEL}"))

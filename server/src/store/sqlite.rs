@@ -287,6 +287,23 @@ impl Reads for SqliteReads {
         let conn = self.reader()?;
         schema::read_session(&conn, key, now).map_err(|e| StoreError::Read(e.to_string()))
     }
+
+    fn sessions(&self, now: Millis) -> Result<Vec<(SessionKey, Entry)>, StoreError> {
+        let conn = self.reader()?;
+        let mut all = Vec::new();
+        schema::load(&conn, &self.path, now, |k, e| all.push((k, e)))?;
+        Ok(all)
+    }
+
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<SessionKey>, StoreError> {
+        Ok(self
+            .sessions(Millis(0))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| hex::encode(k.0).starts_with(prefix))
+            .take(2)
+            .collect())
+    }
 }
 
 impl SqliteReads {

@@ -60,6 +60,12 @@ impl Reads for Fake {
     fn session(&self, _: &SessionKey, _: Millis) -> Result<Option<Entry>, StoreError> {
         Ok(None)
     }
+    fn sessions(&self, _: Millis) -> Result<Vec<(SessionKey, Entry)>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn keys_with_prefix(&self, _: &str) -> Result<Vec<SessionKey>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 fn store(window_ms: u64) -> (Store, Arc<Mutex<Log>>) {

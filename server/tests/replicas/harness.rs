@@ -181,6 +181,11 @@ impl Replica {
         Replica::try_start(pg, o).unwrap_or_else(|e| panic!("replica: {e}"))
     }
 
+    /// The process id (its connections are named after it in `pg_stat_activity`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -302,6 +307,16 @@ impl Replica {
             &format!("{}/admin/settings", self.base),
             None,
             Some(&body),
+        )
+        .await
+    }
+    pub async fn admin(&self, c: &awc::Client, method: &str, path: &str) -> Reply {
+        call(
+            c,
+            method,
+            &format!("{}/admin/{path}", self.base),
+            None,
+            None,
         )
         .await
     }

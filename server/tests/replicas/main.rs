@@ -363,3 +363,101 @@ async fn a_replica_killed_with_kill_9_under_load_loses_nothing_acknowledged() {
         fresh.stderr()
     );
 }
+
+/// A replica whose connection to the database was cut while another one
+/// stored an ending catches up when it reconnects: the ending was notified
+/// while nobody on that replica listened.
+#[actix_rt::test]
+async fn a_replica_that_lost_its_connection_catches_up_on_endings_it_missed() {
+    if !postgres_installed() {
+        return;
+    }
+    let pg = Pg::start();
+    let (a, b) = (
+        Replica::start(&pg, Default::default()),
+        Replica::start(&pg, Default::default()),
+    );
+    let c = client();
+    for round in 0..3 {
+        let cookie = format!("missed-{round}");
+        assert_eq!(a.auth(&c, &cookie).await, 204);
+        assert_eq!(b.auth(&c, &cookie).await, 204);
+        // Every connection of A, the listener's included, is cut; at once a
+        // logout goes through B.
+        let cut = pg.psql(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name LIKE 'session-timeout % {}'",
+            a.pid()
+        ));
+        assert_ne!(cut, "0", "A's connections are named after its pid");
+        assert_eq!(b.logout(&c, &cookie).await.status, 200);
+        within(Duration::from_secs(1), || async {
+            a.auth(&c, &cookie).await == 401
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "A did not catch up on a logout it missed within 1 s\n{}",
+                a.stderr()
+            )
+        });
+    }
+    // A writes again too: its own logout reaches B.
+    assert_eq!(a.auth(&c, "after").await, 204);
+    assert_eq!(b.auth(&c, "after").await, 204);
+    let out = within(Duration::from_secs(5), || async {
+        a.logout(&c, "after").await.status == 200
+    })
+    .await;
+    assert!(out.is_some(), "A stores endings again");
+    within(Duration::from_secs(1), || async {
+        b.auth(&c, "after").await == 401
+    })
+    .await
+    .expect("B refuses A's logout");
+}
+
+/// The admin API of any replica sees every session, also one only another
+/// replica met, and a revocation through it reaches them all.
+#[actix_rt::test]
+async fn any_replica_lists_and_revokes_a_session_only_another_one_met() {
+    if !postgres_installed() {
+        return;
+    }
+    let pg = Pg::start();
+    let (a, b) = (
+        Replica::start(&pg, Default::default()),
+        Replica::start(&pg, Default::default()),
+    );
+    let c = client();
+    assert_eq!(a.heartbeat(&c, "only-on-a").await.state(), "active");
+    // Stored within the commit window.
+    let listed = within(Duration::from_secs(2), || async {
+        b.admin(&c, "GET", "sessions?state=active").await.body["total"] == 1
+    })
+    .await;
+    assert!(listed.is_some(), "B lists the session A met");
+    let list = b.admin(&c, "GET", "sessions?state=active").await;
+    let prefix = list.body["sessions"][0]["key_prefix"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked = b
+        .admin(&c, "POST", &format!("sessions/{prefix}/revoke"))
+        .await;
+    assert_eq!(
+        (revoked.status, &revoked.body["revoked"]),
+        (200, &serde_json::json!(true)),
+        "{}",
+        revoked.body
+    );
+    within(Duration::from_secs(1), || async {
+        a.auth(&c, "only-on-a").await == 401
+    })
+    .await
+    .expect("A refuses the session revoked through B");
+    let missing = b
+        .admin(&c, "POST", "sessions/0123456789abcdef/revoke")
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+}
