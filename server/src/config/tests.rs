@@ -49,6 +49,32 @@ fn invalid_values_name_the_field_and_range() {
         ),
         (
             RawOptions {
+                database_url: Some("postgres://st@db/st".into()),
+                db: Some("data/x.db".into()),
+                secret_file: Some("s".into()),
+                ..raw()
+            },
+            "--database-url",
+            "not both",
+        ),
+        (
+            RawOptions {
+                database_url: Some("postgres://st@db/st".into()),
+                ..raw()
+            },
+            "--database-url",
+            "give --secret-file",
+        ),
+        (
+            RawOptions {
+                database_url: Some("  ".into()),
+                ..raw()
+            },
+            "--database-url",
+            "is empty",
+        ),
+        (
+            RawOptions {
                 base_path: Some("x/".into()),
                 ..raw()
             },

@@ -116,6 +116,8 @@ pub struct ReplicaOptions<'a> {
     pub timeout_s: u32,
     pub commit_window_ms: u32,
     pub secret: Option<&'a Path>,
+    /// Another database URL than the cluster's.
+    pub url: Option<&'a str>,
 }
 
 impl Default for ReplicaOptions<'_> {
@@ -124,6 +126,7 @@ impl Default for ReplicaOptions<'_> {
             timeout_s: 60,
             commit_window_ms: 250,
             secret: None,
+            url: None,
         }
     }
 }
@@ -145,7 +148,7 @@ impl Replica {
             .args(["serve", "--session-info-url", "none", "--bind"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--database-url")
-            .arg(&pg.url)
+            .arg(o.url.unwrap_or(&pg.url))
             .arg("--secret-file")
             .arg(&secret)
             .arg("--admin-token-file")
