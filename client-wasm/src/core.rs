@@ -104,6 +104,12 @@ pub enum Action {
     Broadcast(PeerMsg),
     /// `location.replace(logout_url)`: the session is over.
     GoToLogout,
+    /// Show the opt-in notice (non-modal, with a "Stay signed in" button
+    /// that the web layer feeds back as `handle_activity`): the session ends
+    /// at `expiry_at` unless the user does something.
+    ShowNotice { expiry_at: Millis },
+    /// Take the notice down: input, another tab's report, hidden, or over.
+    HideNotice,
 }
 
 /// Where the core is in its life. The discriminants are what the web
@@ -250,6 +256,10 @@ pub struct Core {
     /// The latest time the core was called with: a deadline already past
     /// then was due at that moment, which is when its timer should fire.
     seen: Millis,
+    /// How long before the expiry the notice is shown; 0: never (default).
+    warn_before_ms: u64,
+    /// The notice is up in this tab.
+    notice: bool,
     actions: Actions,
 }
 
@@ -280,6 +290,8 @@ impl Core {
             retry_at: None,
             backoff_ms: MIN_BACKOFF_MS,
             seen: now,
+            warn_before_ms: 0,
+            notice: false,
             actions: Actions::default(),
         };
         core.step(now);
@@ -305,6 +317,19 @@ impl Core {
         }
         self.timeout_ms = timeout_ms;
         self.interval_ms = Some(default_interval_ms(timeout_ms));
+    }
+
+    /// The opt-in notice: shown `warn_before_ms` before the expiry in the
+    /// visible tab while nothing is waiting to be reported (0: off). Set
+    /// from the configuration, and again when an administrator changes it.
+    pub fn handle_warn_before(&mut self, now: Millis, warn_before_ms: u64) {
+        self.warn_before_ms = warn_before_ms;
+        self.step(now);
+    }
+
+    /// Whether the notice is up in this tab.
+    pub fn notice_shown(&self) -> bool {
+        self.notice
     }
 
     /// The heartbeat interval in force (`None` before the configuration).
@@ -473,7 +498,7 @@ impl Core {
     /// clicked link's path with the configured logout URL's). That ends the
     /// session for every tab and tells the server; the link itself
     /// navigates this tab.
-    pub fn handle_logout_link(&mut self, _now: Millis) {
+    pub fn handle_logout_link(&mut self, now: Millis) {
         if !self.is_live() {
             return;
         }
@@ -481,6 +506,7 @@ impl Core {
         self.push_peer(PeerMsg::LoggedOut);
         self.phase = Phase::Ended;
         self.in_flight = None;
+        self.update_notice(now);
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -497,7 +523,7 @@ impl Core {
         }
         self.interval_ms?;
         let mut deadline = self.check_deadline();
-        for due in [self.heartbeat_due(), self.handover_due()]
+        for due in [self.heartbeat_due(), self.handover_due(), self.notice_due()]
             .into_iter()
             .flatten()
         {
@@ -593,6 +619,41 @@ impl Core {
         (self.visible && pending && self.own_input < slot).then_some(slot)
     }
 
+    /// When the notice must go up, if it is wanted and not up yet: the
+    /// visible tab of a running session with no input waiting to be
+    /// reported (that report will move the expiry), `warn_before_ms` before
+    /// the expiry.
+    fn notice_due(&self) -> Option<Millis> {
+        if self.notice || !self.notice_allowed() {
+            return None;
+        }
+        let expiry = self.expiry_at?;
+        Some(Millis(expiry.0.saturating_sub(self.warn_before_ms)))
+    }
+
+    fn notice_allowed(&self) -> bool {
+        self.warn_before_ms > 0
+            && self.phase == Phase::Running
+            && self.visible
+            && self.last_input <= self.reported
+    }
+
+    /// Puts the notice up or takes it down as `now` wants.
+    fn update_notice(&mut self, now: Millis) {
+        let wanted = self.notice_allowed()
+            && self.expiry_at.is_some_and(|expiry| {
+                now < expiry && now.0 >= expiry.0.saturating_sub(self.warn_before_ms)
+            });
+        if wanted == self.notice {
+            return;
+        }
+        self.notice = wanted;
+        self.actions.push_back(match (wanted, self.expiry_at) {
+            (true, Some(expiry_at)) => Action::ShowNotice { expiry_at },
+            _ => Action::HideNotice,
+        });
+    }
+
     fn hand_over(&mut self) {
         self.handed_over = self.own_input;
         self.push_peer(PeerMsg::Activity { at: self.own_input });
@@ -601,6 +662,7 @@ impl Core {
     /// Start whatever is due at `now`. Every handler ends here.
     fn step(&mut self, now: Millis) {
         self.seen = self.seen.max(now);
+        self.update_notice(now);
         if !self.is_live() || self.in_flight.is_some() {
             return;
         }
@@ -672,6 +734,10 @@ impl Core {
     fn end(&mut self) {
         self.phase = Phase::Ended;
         self.in_flight = None;
+        if self.notice {
+            self.notice = false;
+            self.actions.push_back(Action::HideNotice);
+        }
         self.actions.push_back(Action::GoToLogout);
     }
 }

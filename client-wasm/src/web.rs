@@ -384,6 +384,8 @@ fn carry_out(host: &Host, action: Action) {
             host.post(code, a.0 as f64, b.0 as f64);
         }
         Action::GoToLogout => host.navigate(),
+        // Not shown by this host (the notice needs the web-sys client).
+        Action::ShowNotice { .. } | Action::HideNotice => {}
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::settings::{LIFETIME_KEY, TIMEOUT_KEY};
+use crate::settings::{LIFETIME_KEY, TIMEOUT_KEY, WARN_KEY};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOptions {
@@ -136,9 +136,11 @@ pub async fn settings(opts: ClientOptions, cmd: SettingsCmd) -> Result<(), Failu
     let json = match cmd {
         SettingsCmd::Get => call(&opts, "GET", "/api/v1/admin/settings", None).await?,
         SettingsCmd::Set { name, value } => {
-            if name != TIMEOUT_KEY && name != LIFETIME_KEY {
+            if ![TIMEOUT_KEY, LIFETIME_KEY, WARN_KEY].contains(&name.as_str()) {
                 return Err(Failure(
-                    format!("unknown setting `{name}` (known: {TIMEOUT_KEY}, {LIFETIME_KEY})"),
+                    format!(
+                        "unknown setting `{name}` (known: {TIMEOUT_KEY}, {LIFETIME_KEY}, {WARN_KEY})"
+                    ),
                     2,
                 ));
             }

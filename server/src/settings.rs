@@ -13,12 +13,18 @@ use crate::store::StoreError;
 /// The setting ERP administrators know from the add-on we replace.
 pub const TIMEOUT_KEY: &str = "activity_session_timeout_key";
 pub const LIFETIME_KEY: &str = "absolute_lifetime_s";
+/// Seconds before the logout to show the opt-in notice in the page (0: off).
+pub const WARN_KEY: &str = "warn_before_s";
+/// The longest notice, and never more than half the timeout (a longer one
+/// would be up after every heartbeat answer of an idle user).
+pub const MAX_WARN_BEFORE_S: u64 = 86_400;
 
 /// The settings as configured (raw strings, possibly invalid).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Configured {
     pub timeout: Option<String>,
     pub lifetime: Option<String>,
+    pub warn_before: Option<String>,
 }
 
 impl Configured {
@@ -42,6 +48,20 @@ impl Configured {
             }
         };
         (Policy::new(timeout, lifetime), warnings)
+    }
+
+    /// The notice's lead in seconds as configured (0: off, or invalid).
+    pub fn warn_before_s(&self) -> u64 {
+        self.warn_before
+            .as_deref()
+            .and_then(|w| policy::parse_seconds(w, 0, MAX_WARN_BEFORE_S).ok())
+            .unwrap_or(0)
+    }
+
+    /// The notice's lead the page is told: at most half the timeout.
+    pub fn effective_warn_before_s(&self) -> u64 {
+        let (policy, _) = self.effective();
+        self.warn_before_s().min(policy.timeout_s() / 2)
     }
 }
 
@@ -102,6 +122,7 @@ impl LiveSettings {
         let fresh = Configured {
             timeout: stored.get(TIMEOUT_KEY).cloned(),
             lifetime: stored.get(LIFETIME_KEY).cloned(),
+            warn_before: stored.get(WARN_KEY).cloned(),
         };
         {
             let mut c = self.configured.write().unwrap_or_else(|e| e.into_inner());

@@ -12,7 +12,7 @@ use crate::http::{self, AdminState, AppState};
 use crate::metrics::Metrics;
 use crate::secret;
 use crate::sessions::{LookupConfig, Sessions};
-use crate::settings::{Configured, LiveSettings, LIFETIME_KEY, TIMEOUT_KEY};
+use crate::settings::{Configured, LiveSettings, LIFETIME_KEY, TIMEOUT_KEY, WARN_KEY};
 use crate::store::{Store, StoreOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,18 @@ pub async fn open_state(
     let mut configured = Configured {
         timeout: stored.get(TIMEOUT_KEY).cloned(),
         lifetime: stored.get(LIFETIME_KEY).cloned(),
+        warn_before: stored.get(WARN_KEY).cloned(),
     };
+    if let Some(w) = settings.warn_before_s.map(|w| w.to_string()) {
+        if configured.warn_before.as_deref() != Some(&w) {
+            let detail = format!(
+                "{WARN_KEY}: {} -> {w} (from the configuration)",
+                configured.warn_before.as_deref().unwrap_or("(unset)")
+            );
+            store.set_setting(WARN_KEY, &w, &detail).await?;
+            configured.warn_before = Some(w);
+        }
+    }
     if let Some(t) = settings.timeout_s.map(|t| t.to_string()) {
         if configured.timeout.as_deref() != Some(&t) {
             let detail = format!(

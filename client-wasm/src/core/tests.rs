@@ -315,6 +315,8 @@ impl Browser {
                 }
             }
             Action::GoToLogout => self.navigations.push(i),
+            // The notice is off in these browsers (see the notice tests).
+            Action::ShowNotice { .. } | Action::HideNotice => {}
         }
     }
 
@@ -1126,4 +1128,147 @@ fn an_exempt_user_gets_no_heartbeats_and_no_timers() {
         core.handle_timer(at(400_000));
         assert_eq!(drain(&mut core), [], "{reply:?}");
     }
+}
+
+// ------------------------------------------------------------ the opt-in notice
+
+const WARN: u64 = 60_000;
+
+/// A started core with the notice on, 60 s before the expiry.
+fn warned() -> Core {
+    let mut core = started(Visibility::Visible);
+    core.handle_warn_before(T0, WARN);
+    assert_eq!(drain(&mut core), [], "nothing to show yet");
+    core
+}
+
+#[test]
+fn the_notice_is_off_unless_configured() {
+    let mut core = started(Visibility::Visible);
+    assert_eq!(core.poll_deadline(), Some(at(TIMEOUT + EXPIRY_SLACK_MS)));
+    core.handle_timer(at(TIMEOUT - WARN));
+    assert_eq!(drain(&mut core), [], "no notice without warn_before");
+    assert!(!core.notice_shown());
+}
+
+#[test]
+fn the_notice_goes_up_warn_before_the_expiry_and_the_deadline_check_follows() {
+    let mut core = warned();
+    assert_eq!(
+        core.poll_deadline(),
+        Some(at(TIMEOUT - WARN)),
+        "the timer wakes the page for the notice first"
+    );
+    core.handle_timer(at(TIMEOUT - WARN));
+    assert_eq!(
+        drain(&mut core),
+        [Action::ShowNotice {
+            expiry_at: at(TIMEOUT)
+        }]
+    );
+    assert!(core.notice_shown());
+    assert_eq!(core.poll_deadline(), Some(at(TIMEOUT + EXPIRY_SLACK_MS)));
+    // Ignored: the deadline's check, the server says expired, the notice
+    // comes down as the page leaves.
+    core.handle_timer(at(TIMEOUT + EXPIRY_SLACK_MS));
+    assert_eq!(
+        drain(&mut core),
+        [
+            Action::HideNotice,
+            Action::Broadcast(PeerMsg::Checking {
+                at: at(TIMEOUT + EXPIRY_SLACK_MS)
+            }),
+            Action::CheckNow
+        ]
+    );
+    core.handle_server_reply(at(TIMEOUT + EXPIRY_SLACK_MS), Reply::Expired);
+    assert_eq!(
+        drain(&mut core),
+        [Action::Broadcast(PeerMsg::LoggedOut), Action::GoToLogout]
+    );
+}
+
+#[test]
+fn input_or_the_stay_button_takes_the_notice_down_and_reports_at_once() {
+    let mut core = warned();
+    core.handle_timer(at(TIMEOUT - WARN));
+    drain(&mut core);
+    // The button counts as activity (the web layer calls handle_activity).
+    let t = at(TIMEOUT - WARN + 5_000);
+    core.handle_activity(t);
+    assert_eq!(
+        drain(&mut core),
+        [Action::HideNotice, Action::ClaimHeartbeat],
+        "down, and the heartbeat slot (long free) is claimed at once"
+    );
+    core.handle_claim(t, None);
+    drain(&mut core);
+    core.handle_server_reply(
+        t,
+        Reply::Active {
+            remaining_ms: TIMEOUT,
+        },
+    );
+    drain(&mut core);
+    assert!(!core.notice_shown());
+    assert_eq!(
+        core.poll_deadline(),
+        Some(t.plus(TIMEOUT - WARN)),
+        "the next notice is due before the new expiry"
+    );
+}
+
+#[test]
+fn no_notice_while_hidden_and_it_comes_down_when_the_tab_is_hidden() {
+    let mut core = warned();
+    core.handle_timer(at(TIMEOUT - WARN));
+    drain(&mut core);
+    core.handle_visibility(at(TIMEOUT - WARN + 1_000), Visibility::Hidden);
+    assert_eq!(drain(&mut core), [Action::HideNotice]);
+    let mut hidden = started(Visibility::Hidden);
+    hidden.handle_warn_before(T0, WARN);
+    hidden.handle_timer(at(TIMEOUT - WARN));
+    assert_eq!(drain(&mut hidden), [], "a hidden tab shows nothing");
+}
+
+#[test]
+fn another_tabs_report_takes_this_tabs_notice_down() {
+    let mut core = warned();
+    core.handle_timer(at(TIMEOUT - WARN));
+    drain(&mut core);
+    // The user answered the notice in another tab: its heartbeat is
+    // announced, then the server's new expiry.
+    let t = at(TIMEOUT - WARN + 2_000);
+    core.handle_peer_message(
+        t,
+        PeerMsg::HeartbeatSent {
+            at: t,
+            activity_at: t,
+        },
+    );
+    core.handle_peer_message(
+        t,
+        PeerMsg::Alive {
+            expiry_at: t.plus(TIMEOUT),
+        },
+    );
+    assert_eq!(drain(&mut core), [Action::HideNotice]);
+    assert!(!core.notice_shown());
+}
+
+#[test]
+fn pending_input_means_no_notice_the_report_will_move_the_expiry() {
+    let mut core = warned();
+    // Input the server does not know yet, in a slot that is not free.
+    report_input(&mut core, at(1_000));
+    core.handle_activity(at(2_000));
+    drain(&mut core);
+    core.handle_timer(at(TIMEOUT - WARN + 1_000));
+    assert!(
+        !drain(&mut core).contains(&Action::ShowNotice {
+            expiry_at: at(1_000 + TIMEOUT)
+        }),
+        "no notice while a report is waiting"
+    );
+    assert!(!core.notice_shown());
 }

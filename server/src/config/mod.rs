@@ -41,6 +41,11 @@ pub struct RawOptions {
         allow_hyphen_values = true
     )]
     pub absolute_lifetime: Option<String>,
+    /// Seconds before the logout to show a non-modal notice with a "Stay signed in" button in
+    /// the page, 0 (off) to 86400, at most half the timeout in effect; stored as `warn_before_s`
+    /// [default: the stored value, else 0].
+    #[arg(long, env = "SESSION_TIMEOUT_WARN_BEFORE", allow_hyphen_values = true)]
+    pub warn_before: Option<String>,
     /// Path prefix of every sidecar route [default: /session-timeout].
     #[arg(long, env = "SESSION_TIMEOUT_BASE_PATH")]
     pub base_path: Option<String>,
@@ -146,6 +151,8 @@ pub struct Settings {
     pub timeout_s: Option<u64>,
     /// The absolute lifetime given in the configuration (`Some(None)`: off).
     pub absolute_lifetime_s: Option<Option<u64>>,
+    /// The notice's lead given in the configuration.
+    pub warn_before_s: Option<u64>,
     pub base_path: String,
     pub cookie_name: String,
     pub session_info_url: Option<String>,
@@ -292,6 +299,12 @@ impl RawOptions {
             .map(policy::parse_lifetime)
             .transpose()
             .map_err(|e| err("absolute_lifetime", format!("{e}; 0 turns it off")))?;
+        let warn_before_s = o
+            .warn_before
+            .as_deref()
+            .map(|w| policy::parse_seconds(w, 0, crate::settings::MAX_WARN_BEFORE_S))
+            .transpose()
+            .map_err(|e| err("warn_before", format!("{e}; 0 turns the notice off")))?;
         let base_path = o.base_path.unwrap_or_else(|| "/session-timeout".into());
         check_base_path(&base_path)?;
         let cookie_name = o.cookie_name.unwrap_or_else(|| "session_id".into());
@@ -409,6 +422,7 @@ impl RawOptions {
             secret_file,
             timeout_s,
             absolute_lifetime_s,
+            warn_before_s,
             base_path,
             cookie_name,
             session_info_url,

@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::{read_json_body, resource, AppState};
 use crate::policy::{self, heartbeat_interval_ms, EndReason, SessionStatus};
 use crate::sessions::{PrefixError, Sessions};
-use crate::settings::{LIFETIME_KEY, TIMEOUT_KEY};
+use crate::settings::{LIFETIME_KEY, MAX_WARN_BEFORE_S, TIMEOUT_KEY, WARN_KEY};
 use crate::store::{Entry, SessionKey, StoreError};
 
 /// The admin API's access: the hash of its bearer token, if one is set.
@@ -95,6 +95,11 @@ fn settings_body(st: &AppState) -> serde_json::Value {
             "effective": policy.absolute_lifetime_ms.map_or(0, |ms| ms / 1000),
             "valid": configured.lifetime.as_deref().is_none_or(|t| policy::parse_lifetime(t).is_ok()),
         },
+        WARN_KEY: {
+            "configured": configured.warn_before,
+            "effective": configured.effective_warn_before_s(),
+            "valid": configured.warn_before.as_deref().is_none_or(|w| policy::parse_seconds(w, 0, MAX_WARN_BEFORE_S).is_ok()),
+        },
         "heartbeat_interval_ms": heartbeat_interval_ms(policy.timeout_ms),
         "warnings": warnings,
     })
@@ -137,6 +142,9 @@ pub async fn change_settings(
             LIFETIME_KEY => policy::parse_lifetime(&text)
                 .map(|v| v.unwrap_or(0).to_string())
                 .ok(),
+            WARN_KEY => policy::parse_seconds(&text, 0, MAX_WARN_BEFORE_S)
+                .map(|v| v.to_string())
+                .ok(),
             _ => None,
         };
         let check = match name.as_str() {
@@ -153,12 +161,13 @@ pub async fn change_settings(
             }
             TIMEOUT_KEY => policy::parse_timeout(&text).map(|_| ()),
             LIFETIME_KEY => policy::parse_lifetime(&text).map(|_| ()),
-            other => {
-                return Err(ApiError::bad_request(
-                    "unknown_setting",
-                    format!("unknown setting `{other}` (known: {TIMEOUT_KEY}, {LIFETIME_KEY})"),
-                ))
-            }
+            WARN_KEY => policy::parse_seconds(&text, 0, MAX_WARN_BEFORE_S).map(|_| ()),
+            other => return Err(ApiError::bad_request(
+                "unknown_setting",
+                format!(
+                    "unknown setting `{other}` (known: {TIMEOUT_KEY}, {LIFETIME_KEY}, {WARN_KEY})"
+                ),
+            )),
         };
         check.map_err(|e| ApiError::bad_request("invalid_setting", format!("`{name}`: {e}")))?;
         validated.push((
@@ -169,10 +178,10 @@ pub async fn change_settings(
     for (name, text) in validated {
         let old = {
             let c = st.settings.configured();
-            if name == TIMEOUT_KEY {
-                c.timeout.clone()
-            } else {
-                c.lifetime.clone()
+            match name.as_str() {
+                TIMEOUT_KEY => c.timeout.clone(),
+                WARN_KEY => c.warn_before.clone(),
+                _ => c.lifetime.clone(),
             }
         };
         let detail = format!("{name}: {} -> {text}", old.as_deref().unwrap_or("(unset)"));
@@ -187,10 +196,10 @@ pub async fn change_settings(
                 .configured
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
-            if name == TIMEOUT_KEY {
-                c.timeout = Some(text)
-            } else {
-                c.lifetime = Some(text)
+            match name.as_str() {
+                TIMEOUT_KEY => c.timeout = Some(text),
+                WARN_KEY => c.warn_before = Some(text),
+                _ => c.lifetime = Some(text),
             }
         }
         log::info!("setting changed: {detail}");

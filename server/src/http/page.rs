@@ -127,6 +127,7 @@ pub(super) async fn config(st: web::Data<AppState>) -> HttpResponse {
         .json(serde_json::json!({
             "timeout_s": policy.timeout_s(),
             "heartbeat_interval_ms": heartbeat_interval_ms(policy.timeout_ms),
+            "warn_before_s": st.settings.configured().effective_warn_before_s(),
             "logout_url": st.logout_url,
             "login_url": st.login_url,
             "base_path": st.base_path,

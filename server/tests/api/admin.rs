@@ -132,6 +132,8 @@ async fn invalid_settings_are_refused_with_the_accepted_range() {
             "string or an integer",
         ),
         (r#"{"absolute_lifetime_s": 5}"#, "accepted: 60 to"),
+        (r#"{"warn_before_s": -1}"#, "accepted: 0 to 86400"),
+        (r#"{"warn_before_s": "soon"}"#, "not a whole number"),
         (r#"{"timeout": 5}"#, "unknown setting `timeout`"),
         (r#"{}"#, "nothing to change"),
         (r#"[1]"#, "JSON object"),
@@ -342,4 +344,32 @@ async fn sessions_ended_before_the_retention_period_are_purged_but_stay_in_the_a
     // either, so it is a public visitor (hence: keep the retention longer
     // than the ERP's own session lifetime).
     assert_eq!(state_of(&app.check(&old).await), "exempt");
+}
+
+#[actix_rt::test]
+async fn the_notice_lead_is_set_by_the_admin_and_told_to_the_page_at_most_half_the_timeout() {
+    let app = spawn_app().await;
+    let config = || async {
+        let r = app
+            .request("GET", &app.api("config"), None, &[], None)
+            .await;
+        r.body["warn_before_s"].clone()
+    };
+    assert_eq!(config().await, 0, "off by default");
+    let r = app
+        .admin("PUT", "settings", Some(r#"{"warn_before_s": "20"}"#))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["warn_before_s"]["effective"], 20);
+    assert_eq!(config().await, 20, "the page is told");
+    // The timeout is 60 s: a 50 s lead would be up after every answer.
+    app.admin("PUT", "settings", Some(r#"{"warn_before_s": 50}"#))
+        .await;
+    assert_eq!(config().await, 30, "at most half the timeout");
+    let audit = app.admin("GET", "audit", None).await;
+    assert!(
+        audit.text.contains("warn_before_s: 20 -> 50"),
+        "audited with old and new: {}",
+        audit.text
+    );
 }
