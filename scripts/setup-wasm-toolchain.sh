@@ -19,7 +19,7 @@
 # minifies wasm-bindgen's JS glue, which counts against the client's size budget), chromium +
 # chromium-driver. Finally an env file is written; source it before wasm commands.
 #
-# Knobs (env): WITH_WASM_PACK=0 (1 installs it; this project's scripts do not use it)
+# Knobs (env): WITH_WASM_PACK=1 (0 skips it: the tests alone do not need it)
 #   WITH_WASM_OPT=1 WITH_TERSER=1 WITH_BROWSER=1 (set 0 to skip)
 #   WASM_PACK_VERSION=0.15.1  BINARYEN_NPM_VERSION=132.0.0  TERSER_NPM_VERSION=5.51.4
 #   WASM_BINDGEN_VERSION=<from Cargo.lock>
@@ -30,7 +30,7 @@
 set -euo pipefail
 
 PROJECT_DIR=$(cd "${1:-.}" && pwd)
-WITH_WASM_PACK=${WITH_WASM_PACK:-0}   # this project builds and tests without wasm-pack
+WITH_WASM_PACK=${WITH_WASM_PACK:-1}   # scripts/build-wasm.sh builds the bundle with it
 WITH_WASM_OPT=${WITH_WASM_OPT:-1}
 WITH_TERSER=${WITH_TERSER:-1}
 WITH_BROWSER=${WITH_BROWSER:-1}

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::config::ErpSettings;
 use crate::http::AppState;
-use crate::settings::TIMEOUT_KEY;
+use crate::settings::{TIMEOUT_KEY, WARN_KEY};
 
 /// Interprets the addon's answer: `{"activity_session_timeout_key": "300"}`,
 /// the raw parameter as stored in the ERP (`null` when unset). The value is
@@ -64,8 +64,26 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Option<String>, String> 
     }
 }
 
-/// One read of the ERP's setting.
-pub async fn fetch(cfg: &ErpSettings, timeout: Duration) -> Result<Option<String>, String> {
+/// The notice's lead in the addon's answer (`"warn_before_s"`, beside the
+/// timeout): `None` when the addon does not send it (an older one), else the
+/// raw value (`Some(None)` when unset).
+pub fn parse_warn_before(body: &[u8]) -> Option<Option<String>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    match v.get(WARN_KEY)? {
+        Value::String(s) => Some(Some(s.chars().take(64).collect())),
+        Value::Number(n) => Some(Some(n.to_string())),
+        _ => Some(None),
+    }
+}
+
+/// What one read of the ERP's settings gave.
+pub struct ErpAnswer {
+    pub timeout: Option<String>,
+    pub warn_before: Option<Option<String>>,
+}
+
+/// One read of the ERP's settings.
+pub async fn fetch(cfg: &ErpSettings, timeout: Duration) -> Result<ErpAnswer, String> {
     let client = awc::Client::builder().disable_redirects().finish();
     let mut resp = client
         .get(&cfg.url)
@@ -81,7 +99,10 @@ pub async fn fetch(cfg: &ErpSettings, timeout: Duration) -> Result<Option<String
         .limit(16 * 1024)
         .await
         .map_err(|e| format!("the ERP's settings answer is unreadable: {e}"))?;
-    parse_answer(status, &body)
+    Ok(ErpAnswer {
+        timeout: parse_answer(status, &body)?,
+        warn_before: parse_warn_before(&body),
+    })
 }
 
 /// Reads the ERP's setting now and every `cfg.interval`, on the current
@@ -94,11 +115,19 @@ pub fn spawn_poller(state: web::Data<AppState>, cfg: ErpSettings, timeout: Durat
         loop {
             let Some(st) = weak.upgrade() else { return };
             let outcome = match fetch(&cfg, timeout).await {
-                Ok(raw) => st
-                    .settings
-                    .apply_erp_timeout(&st.sessions, raw)
-                    .await
-                    .map_err(|e| format!("cannot store the ERP's timeout: {e}")),
+                Ok(answer) => {
+                    let stored = st
+                        .settings
+                        .apply_erp(&st.sessions, TIMEOUT_KEY, answer.timeout)
+                        .await;
+                    let stored = match (stored, answer.warn_before) {
+                        (Ok(()), Some(warn)) => {
+                            st.settings.apply_erp(&st.sessions, WARN_KEY, warn).await
+                        }
+                        (other, _) => other,
+                    };
+                    stored.map_err(|e| format!("cannot store the ERP's settings: {e}"))
+                }
                 Err(e) => Err(e),
             };
             if let Some(src) = &st.settings.erp {
@@ -151,6 +180,22 @@ mod tests {
         assert_eq!(
             parse_answer(200, br#"{"activity_session_timeout_key": "abc"}"#),
             Ok(Some("abc".into()))
+        );
+    }
+
+    #[test]
+    fn the_notice_lead_when_the_addon_sends_it() {
+        assert_eq!(
+            parse_warn_before(br#"{"activity_session_timeout_key": "900"}"#),
+            None
+        );
+        assert_eq!(
+            parse_warn_before(br#"{"activity_session_timeout_key": "900", "warn_before_s": "60"}"#),
+            Some(Some("60".into()))
+        );
+        assert_eq!(
+            parse_warn_before(br#"{"activity_session_timeout_key": "900", "warn_before_s": null}"#),
+            Some(None)
         );
     }
 

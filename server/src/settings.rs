@@ -135,33 +135,43 @@ impl LiveSettings {
         true
     }
 
-    /// Stores the timeout read from the ERP when it differs from the one in
-    /// force (`None`: unset in the ERP, so the default applies), with an audit
-    /// entry, and applies it to the next request.
-    pub async fn apply_erp_timeout(
+    /// Stores a setting read from the ERP (the timeout, or the notice's lead)
+    /// when it differs from the one in force (`None`: unset in the ERP, so
+    /// the default applies), with an audit entry, and applies it to the next
+    /// request.
+    pub async fn apply_erp(
         &self,
         sessions: &Sessions,
+        key: &str,
         raw: Option<String>,
     ) -> Result<(), StoreError> {
         // Stored as an empty value when unset: invalid, so the default applies.
         let text = raw.map(|r| r.trim().to_string()).unwrap_or_default();
-        let old = self.configured().timeout;
+        let old = {
+            let c = self.configured();
+            if key == WARN_KEY {
+                c.warn_before
+            } else {
+                c.timeout
+            }
+        };
         if old.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
         let detail = format!(
-            "{TIMEOUT_KEY}: {} -> {} (from the ERP)",
+            "{key}: {} -> {} (from the ERP)",
             old.as_deref().unwrap_or("(unset)"),
             if text.is_empty() { "(unset)" } else { &text }
         );
-        sessions
-            .store
-            .set_setting(TIMEOUT_KEY, &text, &detail)
-            .await?;
-        self.configured
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .timeout = Some(text);
+        sessions.store.set_setting(key, &text, &detail).await?;
+        {
+            let mut c = self.configured.write().unwrap_or_else(|e| e.into_inner());
+            if key == WARN_KEY {
+                c.warn_before = Some(text);
+            } else {
+                c.timeout = Some(text);
+            }
+        }
         log::info!("setting changed: {detail}");
         self.apply(sessions);
         Ok(())

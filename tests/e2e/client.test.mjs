@@ -110,3 +110,54 @@ test('6. two tabs act as one: activity in one keeps both, logout in one reaches 
   withDemo({ timeout: 4 }, async ({ demo, context, dialogs }) => {
     await twoTabsActAsOne({ demo, context, dialogs });
   }));
+
+// The opt-in notice before a logout (warn_before_s), shown through the web
+// client's notification service (the demo's stand-in for Odoo's).
+const notice = (page) => page.locator('.o_notification');
+
+test('7. notice on: shown before the deadline, "Stay signed in" or any input keeps the session, ignored it ends on the login page on time', () =>
+  withDemo({ timeout: 6, extraArgs: ['--warn-before', '3'] }, async ({ demo, context, dialogs }) => {
+    const page = await newPage(context, dialogs);
+    await login(page, demo, 'admin');
+    await clientReady(page);
+    const cookie = await sessionCookie(context);
+    const { remaining_ms: remaining } = await serverCheck(demo, cookie);
+    // Shown about 3 s before the deadline, not before.
+    const shownAfter = await waitFor(async () => (await notice(page).count()) === 1, { timeoutMs: remaining, what: 'the notice' });
+    assert.ok(shownAfter >= remaining - 3000 - 600, `not shown too early (${shownAfter} ms of ${remaining})`);
+    assert.match(await notice(page).innerText(), /signed out in [1-3] seconds/);
+    assert.equal(await page.locator('dialog, [role=dialog]').count(), 0, 'a notice, not a dialog');
+    // The button counts as activity (clicked without moving the mouse: a
+    // move alone is input, which takes the notice down before any click).
+    await page.locator('.o_notification button').evaluate((b) => b.click());
+    await waitFor(async () => (await notice(page).count()) === 0, { timeoutMs: 2000, what: 'the notice to go' });
+    await waitFor(async () => (await serverCheck(demo, cookie)).remaining_ms > 4000, { timeoutMs: 3000, what: 'the session extended by the button' });
+    assert.ok(onBackOffice(page), 'still in the back office');
+    // Shown again; any real input takes it down and keeps the session too.
+    let { remaining_ms: left } = await serverCheck(demo, cookie);
+    await waitFor(async () => (await notice(page).count()) === 1, { timeoutMs: left, what: 'the notice again' });
+    await page.mouse.move(50, 300, { steps: 2 });
+    await waitFor(async () => (await notice(page).count()) === 0, { timeoutMs: 2000, what: 'the notice to go on input' });
+    await waitFor(async () => (await serverCheck(demo, cookie)).remaining_ms > 4000, { timeoutMs: 3000, what: 'the session extended by input' });
+    // Ignored this time: shown again, then the login page on time.
+    ({ remaining_ms: left } = await serverCheck(demo, cookie));
+    await waitFor(async () => (await notice(page).count()) === 1, { timeoutMs: left, what: 'the notice a third time' });
+    const took = await waitFor(() => onLoginPage(page), { timeoutMs: 6000, what: 'the login page' });
+    assert.ok(took < 3000 + 1500, `on the login page about when the session ended (${took} ms after the notice)`);
+    assert.equal(await serverAuth(demo, cookie), 401);
+  }));
+
+test('8. notice off (the default): nothing is shown before the logout', () =>
+  withDemo({ timeout: 4 }, async ({ demo, context, dialogs }) => {
+    const page = await newPage(context, dialogs);
+    await login(page, demo, 'admin');
+    await clientReady(page);
+    let seen = 0;
+    const end = Date.now() + 8000;
+    while (Date.now() < end && !onLoginPage(page)) {
+      seen += await notice(page).count();
+      await sleep(200);
+    }
+    assert.ok(onLoginPage(page), 'logged out on time');
+    assert.equal(seen, 0, 'no notice at any point');
+  }));

@@ -75,7 +75,7 @@ async function clientSettled(p) {
 }
 
 /** General Settings, "Session timeout (seconds)": types a value and saves, as an administrator does. */
-async function setTimeoutField(p, stack, value) {
+async function setTimeoutField(p, stack, value, warnBefore) {
   const { page } = p;
   const url = stack.odoo.series === '17.0'
     ? `${stack.url}/web#action=base_setup.action_general_configuration`
@@ -85,6 +85,7 @@ async function setTimeoutField(p, stack, value) {
   await input.waitFor({ state: 'visible', timeout: 30000 });
   await page.mouse.move(20, 200, { steps: 2 }); // the administrator's own activity
   await input.fill(String(value));
+  if (warnBefore !== undefined) await page.locator('div[name="session_timeout_warn_before"] input').fill(String(warnBefore));
   const saved = page.waitForEvent('load', { timeout: 30000 }); // Odoo reloads the client after saving settings
   await page.locator('.o_form_button_save').first().click();
   await saved;
@@ -318,6 +319,40 @@ for (const series of SERIES) {
         await h.page.reload();
         assert.equal(await fieldValue(h), '300', 'the settings page opens and shows 300 for "abc"');
         for (const p of [e, h]) assert.deepEqual(p.seen.errors, [], `no console error (${p.name})`);
+      });
+
+      await t.test('5d. the notice before logout: set beside the timeout, shown by Odoo\'s notification service, its button keeps the session', async () => {
+        const NOTICE_TIMEOUT_S = 12;
+        const h = await openPage(stack, 'admin I (notice)');
+        await loginForm(h, stack.url, 'admin');
+        await backOfficeShown(h);
+        await setTimeoutField(h, stack, NOTICE_TIMEOUT_S, 5);
+        await sidecarEnforces(stack, NOTICE_TIMEOUT_S, 'the sidecar to enforce the short timeout');
+        await waitFor(async () => (await sidecar.settings()).warn_before_s.effective === 5,
+          { timeoutMs: 10000, what: 'the sidecar to read the notice lead from Odoo' });
+        const n = await openPage(stack, 'admin J (sees the notice)');
+        await loginForm(n, stack.url, 'admin');
+        await backOfficeShown(n);
+        await clientSettled(n);
+        const cookie = await cookieOf(n);
+        const notice = n.page.locator('.o_notification:has-text("signed out in")');
+        const { remaining_ms: left } = await sidecar.check(cookie);
+        const shown = await waitFor(async () => (await notice.count()) === 1, { timeoutMs: left + 2000, what: 'the notice' });
+        console.log(`# ${series}: notice shown ${left - shown} ms before the deadline`);
+        assert.ok(shown >= left - 5000 - 1000, `not shown too early (${shown} ms of ${left})`);
+        await noErrorDialog(n);
+        // "Stay signed in" (clicked without moving the mouse: a move alone is input, which
+        // takes the notice down too) keeps the session.
+        await notice.locator('button:has-text("Stay signed in")').evaluate((b) => b.click());
+        await waitFor(async () => (await notice.count()) === 0, { timeoutMs: 3000, what: 'the notice to go' });
+        await waitFor(async () => (await sidecar.check(cookie)).remaining_ms > 8000, { timeoutMs: 5000, what: 'the session extended' });
+        assert.ok(inBackOffice(n.page, bo), 'still in the back office');
+        // Back to 300 s and no notice for the scenarios after this one (as system parameters:
+        // administrator I has been idle past the short timeout meanwhile).
+        await stack.rpc.kw('ir.config_parameter', 'set_param', ['activity_session_timeout_key', '300']);
+        await stack.rpc.kw('ir.config_parameter', 'set_param', ['session_timeout_warn_before_s', '0']);
+        await sidecarEnforces(stack, 300, 'the sidecar to enforce 300 s again');
+        for (const p of [n, h]) assert.deepEqual(p.seen.errors, [], `no console error (${p.name})`);
       });
 
       await t.test('6. sidecar stopped: the back office still loads, one warning, no error dialog', async () => {

@@ -1,4 +1,5 @@
-"""The route the session-timeout sidecar reads the idle timeout from.
+"""The route the session-timeout sidecar reads the idle timeout (and the
+lead of the opt-in notice before a logout) from.
 
 The system parameter ``activity_session_timeout_key`` is the one source of
 truth for the idle timeout. The sidecar (started with ``--erp-settings-url``)
@@ -16,7 +17,7 @@ from odoo import http
 from odoo.http import request
 from odoo.tools import config
 
-from ..models.res_config_settings import TIMEOUT_KEY
+from ..models.res_config_settings import TIMEOUT_KEY, WARN_KEY
 
 MIN_TOKEN_LENGTH = 16
 
@@ -53,5 +54,11 @@ class SessionTimeoutSettings(http.Controller):
                 "error": "token_wrong",
                 "message": "send Authorization: Bearer <session_timeout_token of odoo.conf>",
             })
-        raw = request.env["ir.config_parameter"].sudo().get_param(TIMEOUT_KEY)
-        return _json(200, {TIMEOUT_KEY: raw if raw is not False else None})
+        params = request.env["ir.config_parameter"].sudo()
+        raw = params.get_param(TIMEOUT_KEY)
+        warn = params.get_param(WARN_KEY)
+        return _json(200, {
+            TIMEOUT_KEY: raw if raw is not False else None,
+            # The sidecar's name for it (warn_before_s); null when never set.
+            "warn_before_s": warn if warn is not False else None,
+        })

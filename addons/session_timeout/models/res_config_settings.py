@@ -5,6 +5,19 @@ from odoo.exceptions import ValidationError
 TIMEOUT_KEY = "activity_session_timeout_key"
 DEFAULT_TIMEOUT_S = 300
 MAX_TIMEOUT_S = 30 * 24 * 3600
+# The opt-in notice before a logout, in seconds (0: off); the sidecar reads it
+# beside the timeout and tells the page at most half the timeout.
+WARN_KEY = "session_timeout_warn_before_s"
+MAX_WARN_S = 24 * 3600
+
+
+def effective_warn_before(raw):
+    """The notice's lead a stored value gives: 0 to 86400 seconds, else 0 (off)."""
+    try:
+        value = int(str(raw).strip())
+    except (TypeError, ValueError):
+        return 0
+    return value if 0 <= value <= MAX_WARN_S else 0
 
 
 def effective_timeout(raw):
@@ -29,11 +42,18 @@ class ResConfigSettings(models.TransientModel):
              "(mouse, keys, scrolling, touch) in the back office. Empty, zero or negative: 300.",
     )
 
+    session_timeout_warn_before = fields.Integer(
+        string="Notice before logout (seconds)",
+        help="This many seconds before the logout, the back office shows a notice with a "
+             "\"Stay signed in\" button (never a dialog). 0: no notice. At most half the timeout.",
+    )
+
     @api.model
     def get_values(self):
         res = super().get_values()
-        raw = self.env["ir.config_parameter"].sudo().get_param(TIMEOUT_KEY)
-        res["session_timeout_seconds"] = effective_timeout(raw)
+        params = self.env["ir.config_parameter"].sudo()
+        res["session_timeout_seconds"] = effective_timeout(params.get_param(TIMEOUT_KEY))
+        res["session_timeout_warn_before"] = effective_warn_before(params.get_param(WARN_KEY))
         return res
 
     def set_values(self):
@@ -46,7 +66,15 @@ class ResConfigSettings(models.TransientModel):
                 "Session timeout: %(value)s seconds is more than 30 days (%(max)s seconds).",
                 value=value, max=MAX_TIMEOUT_S,
             ))
+        warn = self.session_timeout_warn_before or 0
+        if not 0 <= warn <= MAX_WARN_S:
+            raise ValidationError(_(
+                "Notice before logout: %(value)s seconds is not between 0 and %(max)s.",
+                value=warn, max=MAX_WARN_S,
+            ))
         params = self.env["ir.config_parameter"].sudo()
         new = str(effective_timeout(value))
         if params.get_param(TIMEOUT_KEY) != new:
             params.set_param(TIMEOUT_KEY, new)
+        if params.get_param(WARN_KEY) != str(warn):
+            params.set_param(WARN_KEY, str(warn))

@@ -3,7 +3,6 @@
 //! browser that routes messages between tabs and keeps the shared claim.
 
 use super::*;
-use alloc::vec::Vec;
 
 const T0: Millis = Millis(1_700_000_000_000);
 const TIMEOUT: u64 = 300_000;

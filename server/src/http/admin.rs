@@ -159,15 +159,27 @@ pub async fn change_settings(
                     ),
                 ))
             }
+            WARN_KEY if st.settings.erp.is_some() => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "managed_by_erp",
+                    format!(
+                        "`{WARN_KEY}` is set in the ERP (Odoo: Settings > General Settings > \
+                         Notice before logout), which this sidecar reads; change it there"
+                    ),
+                ))
+            }
             TIMEOUT_KEY => policy::parse_timeout(&text).map(|_| ()),
             LIFETIME_KEY => policy::parse_lifetime(&text).map(|_| ()),
             WARN_KEY => policy::parse_seconds(&text, 0, MAX_WARN_BEFORE_S).map(|_| ()),
-            other => return Err(ApiError::bad_request(
-                "unknown_setting",
-                format!(
+            other => {
+                return Err(ApiError::bad_request(
+                    "unknown_setting",
+                    format!(
                     "unknown setting `{other}` (known: {TIMEOUT_KEY}, {LIFETIME_KEY}, {WARN_KEY})"
                 ),
-            )),
+                ))
+            }
         };
         check.map_err(|e| ApiError::bad_request("invalid_setting", format!("`{name}`: {e}")))?;
         validated.push((

@@ -33,9 +33,14 @@ async fn erp_route(value: Arc<Mutex<serde_json::Value>>) -> String {
                             serde_json::json!({"error": "token_wrong", "message": "wrong token"}),
                         );
                     }
+                    // A whole answer (an object), or the timeout alone (an older addon).
                     let v = value.lock().unwrap().clone();
-                    HttpResponse::Ok()
-                        .json(serde_json::json!({ "activity_session_timeout_key": v }))
+                    let body = if v.is_object() {
+                        v
+                    } else {
+                        serde_json::json!({ "activity_session_timeout_key": v })
+                    };
+                    HttpResponse::Ok().json(body)
                 }
             }),
         )
@@ -209,4 +214,48 @@ async fn a_wrong_token_is_reported_and_changes_nothing() {
         "{e}"
     );
     assert_eq!(s["activity_session_timeout_key"]["effective"], 300);
+}
+
+#[actix_rt::test]
+async fn the_notice_lead_set_in_the_erp_is_read_with_the_timeout_and_owned_by_it() {
+    let value = Arc::new(Mutex::new(serde_json::json!(
+        {"activity_session_timeout_key": "20", "warn_before_s": null}
+    )));
+    let erp = ErpSettings {
+        url: erp_route(value.clone()).await,
+        token: ERP_TOKEN.into(),
+        interval: Duration::from_millis(100),
+    };
+    let app = spawn_with(Options {
+        timeout: None,
+        erp_settings: Some(erp.clone()),
+        ..Options::default()
+    })
+    .await;
+    spawn_poller(app.state.clone(), erp, Duration::from_secs(1));
+    effective_when(&app, 20).await;
+    // Odoo saves the form: a timeout of 0 (stored as 300) and a notice of 0.
+    *value.lock().unwrap() =
+        serde_json::json!({"activity_session_timeout_key": "300", "warn_before_s": "0"});
+    let s = effective_when(&app, 300).await;
+    assert_eq!(s["warn_before_s"]["effective"], 0);
+    *value.lock().unwrap() =
+        serde_json::json!({"activity_session_timeout_key": "300", "warn_before_s": "45"});
+    for _ in 0..100 {
+        if app.admin("GET", "settings", None).await.body["warn_before_s"]["effective"] == 45 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = app
+        .request("GET", &app.api("config"), None, &[], None)
+        .await;
+    assert_eq!(r.body["warn_before_s"], 45, "the page is told");
+    let put = app
+        .admin("PUT", "settings", Some(r#"{"warn_before_s": 10}"#))
+        .await;
+    assert_eq!(
+        (put.status, put.body["error"].as_str()),
+        (409, Some("managed_by_erp"))
+    );
 }

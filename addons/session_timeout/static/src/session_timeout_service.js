@@ -18,13 +18,15 @@ const LIB = "/session_timeout/static/lib/@@BUNDLE@@/";
 const BASE = "/session-timeout";
 
 export const sessionTimeoutService = {
-    dependencies: [],
-    start() {
+    // The web client's notifications carry the opt-in notice before a logout.
+    dependencies: ["notification"],
+    start(env, { notification }) {
         const ready = import(LIB + "session_timeout_service.js")
             .then((client) =>
-                client.sessionTimeoutService.start({
-                    sessionTimeout: { base: BASE, wasmUrl: LIB + "pkg/session_timeout_client_bg.wasm" },
-                })
+                client.sessionTimeoutService.start(
+                    { sessionTimeout: { base: BASE, wasmUrl: LIB + "pkg/session_timeout_client_bg.wasm" } },
+                    { notification }
+                )
             )
             .catch((e) => {
                 console.warn("session timeout: the browser client could not be loaded", e);
