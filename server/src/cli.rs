@@ -43,6 +43,14 @@ pub enum SessionsCmd {
     },
     /// End a session now (reason `revoked`), by the key prefix `list` shows.
     Revoke { key_prefix: String },
+    /// End every open session of one ERP user now (a lost or stolen device); audited with who asked.
+    EndUser {
+        /// The ERP user id (`UID` in `list`).
+        uid: i32,
+        /// Who asks, for the audit log [default: the OS user running the command].
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 /// Percent-encodes everything but unreserved characters, so an argument
@@ -216,6 +224,27 @@ pub async fn sessions(opts: ClientOptions, cmd: SessionsCmd) -> Result<(), Failu
                     json["key_prefix"].as_str().unwrap_or("")
                 );
             }
+        }
+        SessionsCmd::EndUser { uid, by } => {
+            let by = by.unwrap_or_else(|| {
+                let user = std::env::var("USER")
+                    .or_else(|_| std::env::var("LOGNAME"))
+                    .unwrap_or_else(|_| "unknown".into());
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                format!("{user}@{} (session-timeout CLI)", host.trim())
+            });
+            let json = call(
+                &opts,
+                "POST",
+                &format!("/api/v1/admin/users/{uid}/end-sessions"),
+                Some(serde_json::json!({ "by": by })),
+            )
+            .await?;
+            println!(
+                "{} sessions of user {uid} ended (asked by {})",
+                json["ended"],
+                json["asked_by"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(())

@@ -72,6 +72,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         resource("/api/v1/admin/sessions/{prefix}/revoke", "POST").route(web::post().to(revoke)),
     )
+    .service(
+        resource("/api/v1/admin/users/{uid}/end-sessions", "POST")
+            .route(web::post().to(end_user_sessions)),
+    )
     .service(resource("/api/v1/admin/audit", "GET").route(web::get().to(audit)));
 }
 
@@ -367,6 +371,46 @@ async fn revoke(
         .await
         .map_err(ApiError::storage)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "key_prefix": key.prefix(), "revoked": newly, "already_ended": !newly })))
+}
+
+/// Ends every open session of one ERP user. The body may say who asked
+/// (`{"by": "..."}`, written to the audit log); the CLI sends the OS user.
+async fn end_user_sessions(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    st.admin.authorize(&req)?;
+    let raw = path.into_inner();
+    let uid = raw.parse::<i32>().ok().filter(|u| *u > 0).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_uid",
+            format!(
+                "`{}` is not an ERP user id (a whole number from 1)",
+                raw.chars().take(40).collect::<String>()
+            ),
+        )
+    })?;
+    let body = read_json_body(&req, payload, false).await?;
+    let by = match body.as_ref().and_then(|b| b.get("by")) {
+        None => "the admin API".to_string(),
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
+            s.trim().chars().filter(|c| !c.is_control()).collect()
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "`by` must be a non-empty string of at most 200 characters (who asked)",
+            ))
+        }
+    };
+    let ended = st
+        .sessions
+        .end_user(uid, &by)
+        .await
+        .map_err(ApiError::storage)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "uid": uid, "ended": ended, "asked_by": by })))
 }
 
 #[derive(Deserialize)]

@@ -241,6 +241,46 @@ impl Sessions {
         Ok(newly)
     }
 
+    /// Ends every open session of the ERP user `uid` (a stolen laptop), each
+    /// recorded as revoked, and records who asked; returns how many ended.
+    /// With replicas, sessions only another replica met are ended too (read
+    /// from the shared database), and every replica refuses them within a
+    /// second like any ending.
+    pub async fn end_user(&self, uid: i32, asked_by: &str) -> Result<usize, StoreError> {
+        let mut keys = Vec::new();
+        self.store.for_each(|k, e| {
+            if e.uid == uid && !e.is_ended() {
+                keys.push(*k);
+            }
+        });
+        if self.store.shared_grace().is_some() {
+            let (store, now) = (self.store.clone(), self.clock.now());
+            let stored = tokio::task::spawn_blocking(move || store.read_sessions(now))
+                .await
+                .map_err(|e| StoreError::Read(e.to_string()))??;
+            for (k, e) in stored {
+                if e.uid == uid && !e.is_ended() && !keys.contains(&k) {
+                    self.store.settle(&k, |slot| {
+                        slot.get_or_insert(e);
+                    });
+                    keys.push(k);
+                }
+            }
+        }
+        // Sent together, so the writer commits them together.
+        let ended =
+            futures_util::future::join_all(keys.iter().map(|k| self.end(k, EndReason::Revoked)))
+                .await;
+        let mut count = 0;
+        for r in ended {
+            count += usize::from(r?);
+        }
+        let detail = format!("uid {uid}: {count} sessions ended (asked by {asked_by})");
+        self.store.note("user_sessions_ended", &detail).await?;
+        log::info!("every session of user {uid} ended: {count} (asked by {asked_by})");
+        Ok(count)
+    }
+
     /// Makes sure the store knows who owns the session, asking the ERP on
     /// first sight and when an earlier answer is due for another look.
     // The inflight lock is dropped (explicitly) before the only await in

@@ -37,6 +37,9 @@ pub struct Changes<'a> {
     /// session only if the stored last activity is not after the given
     /// cutoff (another replica may have stored newer activity).
     pub expiries: &'a [(SessionKey, Entry, Millis)],
+    /// Audit events of their own (`event`, `detail`), such as who asked
+    /// for every session of a user to end.
+    pub notes: &'a [(&'a str, &'a str)],
 }
 
 /// What a commit did with each of `Changes::expiries`, in order: `None` when

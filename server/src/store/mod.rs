@@ -443,7 +443,9 @@ impl Store {
         if let Some(w) = failed {
             let ack = match w {
                 Write::End(_, _, ack) => ack,
-                Write::Setting { ack, .. } | Write::Flush(ack) => Some(ack),
+                Write::Setting { ack, .. } | Write::Note { ack, .. } | Write::Flush(ack) => {
+                    Some(ack)
+                }
                 Write::Expire(.., ack) => {
                     let _ = ack.send(Err(StoreError::WriterGone));
                     None
@@ -490,6 +492,17 @@ impl Store {
             value: value.into(),
             detail: detail.into(),
             if_absent,
+            ack,
+        });
+        rx.await.unwrap_or(Err(StoreError::WriterGone))
+    }
+
+    /// Records an audit event of its own, durably.
+    pub async fn note(&self, event: &str, detail: &str) -> Result<(), StoreError> {
+        let (ack, rx) = oneshot::channel();
+        self.send(Write::Note {
+            event: event.into(),
+            detail: detail.into(),
             ack,
         });
         rx.await.unwrap_or(Err(StoreError::WriterGone))

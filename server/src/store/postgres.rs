@@ -418,6 +418,13 @@ impl Pg {
             tx.execute("SELECT pg_notify($1, 's')", &[&CHANNEL])
                 .map_err(write_err)?;
         }
+        for (event, detail) in changes.notes {
+            tx.execute(
+                "INSERT INTO session_timeout.audit (at_ms, event, detail) VALUES ($1, $2, $3)",
+                &[&wall_ms(), event, detail],
+            )
+            .map_err(write_err)?;
+        }
         tx.commit().map_err(write_err)?;
         Ok(outcomes)
     }

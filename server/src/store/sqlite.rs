@@ -213,6 +213,16 @@ impl Sqlite {
                     .map_err(err)?;
             }
         }
+        {
+            let mut audit = tx
+                .prepare_cached("INSERT INTO audit (at_ms, event, detail) VALUES (?1, ?2, ?3)")
+                .map_err(err)?;
+            for (event, detail) in changes.notes {
+                audit
+                    .execute(params![wall_ms(), event, detail])
+                    .map_err(err)?;
+            }
+        }
         tx.commit().map_err(err)?;
         Ok(outcomes)
     }
@@ -311,6 +321,13 @@ impl SqliteReads {
         connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| StoreError::Read(e.to_string()))
     }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {

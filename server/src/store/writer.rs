@@ -32,6 +32,12 @@ pub(super) enum Write {
     /// activity after the cutoff is stored; never retried (the next request
     /// decides again).
     Expire(SessionKey, Entry, Millis, ExpiryAck),
+    /// An audit event of its own, committed at once.
+    Note {
+        event: String,
+        detail: String,
+        ack: Ack,
+    },
     Flush(Ack),
     /// Delete rows of sessions that ended before this time.
     Purge(Millis),
@@ -76,6 +82,7 @@ struct Batch {
     ends: Vec<(SessionKey, Entry, Option<Ack>)>,
     settings: Vec<(String, String, String, bool, Ack)>,
     expiries: Vec<(SessionKey, Entry, Millis, ExpiryAck)>,
+    notes: Vec<(String, String, Ack)>,
     flushes: Vec<Ack>,
     purge_before: Option<Millis>,
     /// When the oldest waiting heartbeat arrived.
@@ -88,6 +95,7 @@ impl Batch {
             || !self.settings.is_empty()
             || !self.flushes.is_empty()
             || !self.expiries.is_empty()
+            || !self.notes.is_empty()
     }
     fn is_empty(&self) -> bool {
         self.upserts.is_empty() && !self.urgent()
@@ -106,6 +114,7 @@ impl Batch {
                 ack,
             } => self.settings.push((name, value, detail, if_absent, ack)),
             Write::Expire(k, e, cutoff, ack) => self.expiries.push((k, e, cutoff, ack)),
+            Write::Note { event, detail, ack } => self.notes.push((event, detail, ack)),
             Write::Flush(ack) => self.flushes.push(ack),
             Write::Purge(t) => self.purge_before = Some(t),
         }
@@ -231,11 +240,17 @@ impl Writer {
             .iter()
             .map(|(k, e, cutoff, _)| (*k, *e, *cutoff))
             .collect();
+        let notes: Vec<(&str, &str)> = batch
+            .notes
+            .iter()
+            .map(|(event, detail, _)| (event.as_str(), detail.as_str()))
+            .collect();
         let result = self.backend.commit(&Changes {
             activity: &activity,
             endings: &endings,
             settings: &settings,
             expiries: &expiries,
+            notes: &notes,
         });
         let ok = result.is_ok();
         self.stats.healthy.store(ok, Ordering::Relaxed);
@@ -255,6 +270,9 @@ impl Writer {
                 }
             }
             for (_, _, _, _, ack) in batch.settings.drain(..) {
+                let _ = ack.send(Ok(()));
+            }
+            for (_, _, ack) in batch.notes.drain(..) {
                 let _ = ack.send(Ok(()));
             }
             let outcomes = result.as_ref().map(Vec::as_slice).unwrap_or_default();
@@ -281,6 +299,9 @@ impl Writer {
                 }
             }
             for (_, _, _, _, ack) in batch.settings.drain(..) {
+                let _ = ack.send(Err(StoreError::Write(msg.clone())));
+            }
+            for (_, _, ack) in batch.notes.drain(..) {
                 let _ = ack.send(Err(StoreError::Write(msg.clone())));
             }
             for (_, _, _, ack) in batch.expiries.drain(..) {

@@ -373,3 +373,79 @@ async fn the_notice_lead_is_set_by_the_admin_and_told_to_the_page_at_most_half_t
         audit.text
     );
 }
+
+#[actix_rt::test]
+async fn every_session_of_a_user_ends_at_once_and_the_audit_log_says_who_asked() {
+    let app = spawn_app().await;
+    // Two browsers of the same internal user, and a portal user.
+    let (a, b, p) = (
+        app.login("admin").await,
+        app.login("admin").await,
+        app.login("portal").await,
+    );
+    for c in [&a, &b] {
+        assert_eq!(state_of(&app.check(c).await), "active");
+    }
+    assert_eq!(state_of(&app.check(&p).await), "exempt");
+    let list = app.admin("GET", "sessions?state=active", None).await;
+    let uid = list.body["sessions"][0]["uid"]
+        .as_i64()
+        .expect("the ERP named the user");
+    let r = app
+        .admin(
+            "POST",
+            &format!("users/{uid}/end-sessions"),
+            Some(r#"{"by": "alice (security officer)"}"#),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["ended"].as_i64()),
+        (200, Some(2)),
+        "{}",
+        r.text
+    );
+    for c in [&a, &b] {
+        assert_eq!(app.auth(c).await.status, 401, "both browsers are refused");
+        assert_eq!(app.check(c).await.body["reason"], "revoked");
+    }
+    assert_eq!(
+        state_of(&app.check(&p).await),
+        "exempt",
+        "other users untouched"
+    );
+    let audit = app.admin("GET", "audit", None).await.text;
+    assert!(
+        audit.contains(&format!(
+            "uid {uid}: 2 sessions ended (asked by alice (security officer))"
+        )),
+        "{audit}"
+    );
+    assert_eq!(
+        audit.matches(r#""event":"revoked""#).count(),
+        2,
+        "each session audited: {audit}"
+    );
+    // Nothing left to end; bad input is named.
+    let again = app
+        .admin("POST", &format!("users/{uid}/end-sessions"), None)
+        .await;
+    assert_eq!(again.body["ended"], 0);
+    for bad in ["abc", "0", "-3"] {
+        let r = app
+            .admin("POST", &format!("users/{bad}/end-sessions"), None)
+            .await;
+        assert_eq!(
+            (r.status, r.body["error"].as_str()),
+            (400, Some("invalid_uid")),
+            "{bad}"
+        );
+    }
+    let r = app
+        .admin(
+            "POST",
+            &format!("users/{uid}/end-sessions"),
+            Some(r#"{"by": 5}"#),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}

@@ -188,6 +188,16 @@ fn settings_and_sessions_subcommands_drive_the_running_server() {
     assert_eq!(code, Some(0));
     assert!(out.contains("revoked"), "{out}");
     assert!(check("abcdef0123456789").contains("401"));
+    // Every session of a user: this server times every session as uid 0
+    // (no ERP), so user 7 has none; the command says so and who asked.
+    let (code, out, err) = cli(&["sessions", "end-user", "7", "--by", "alice"], true);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("0 sessions of user 7 ended (asked by alice)"),
+        "{out}"
+    );
+    let (code, _, err) = cli(&["sessions", "end-user", "seven"], true);
+    assert_eq!(code, Some(2), "{err}");
     // An argument stays one path segment: `../../x` names no other route.
     let (code, _, err) = cli(&["sessions", "revoke", "../../settings"], true);
     assert_eq!(code, Some(2), "{err}");
