@@ -91,9 +91,15 @@ impl Connect {
             url: redacted.clone(),
             detail: format!("not a PostgreSQL URL such as postgres://user@host/db: {e}"),
         })?;
+        // A connection whose peer vanished (a partition, a dead host) must
+        // fail within seconds, not after the kernel's 15 minutes: the
+        // listener then reconnects and catches up as soon as it can.
         config
             .connect_timeout(Duration::from_secs(3))
-            .keepalives_idle(Duration::from_secs(10));
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(10));
         Ok(Connect {
             config,
             url: redacted,

@@ -46,6 +46,10 @@ impl Pg {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port().to_string();
         let url = script(&["start", &dir.path().join("pg").to_string_lossy(), &port]);
+        // Written once here: replicas started together only read it.
+        std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+        let bytes: Vec<u8> = (0..32).map(|_| rand_byte()).collect();
+        std::fs::write(dir.path().join("secret"), hex(&bytes)).unwrap();
         Pg { dir, url }
     }
 
@@ -67,14 +71,10 @@ impl Pg {
         script(&["psql", &self.data(), sql])
     }
 
-    /// A file with a fresh secret, shared by the replicas of a test.
+    /// The file with the fresh secret the replicas of a test share
+    /// (written once at start: replicas started together only read it).
     pub fn secret(&self) -> PathBuf {
-        let path = self.dir.path().join("secret");
-        if !path.exists() {
-            let bytes: Vec<u8> = (0..32).map(|_| rand_byte()).collect();
-            std::fs::write(&path, hex(&bytes)).unwrap();
-        }
-        path
+        self.dir.path().join("secret")
     }
 }
 
@@ -139,7 +139,6 @@ impl Replica {
         let n = std::fs::read_dir(pg.dir.path()).unwrap().count();
         let log = pg.dir.path().join(format!("replica-{port}-{n}.log"));
         let token = pg.dir.path().join("token");
-        std::fs::write(&token, TOKEN).unwrap();
         let secret = o
             .secret
             .map(Path::to_path_buf)
