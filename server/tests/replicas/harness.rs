@@ -118,6 +118,8 @@ pub struct ReplicaOptions<'a> {
     pub secret: Option<&'a Path>,
     /// Another database URL than the cluster's.
     pub url: Option<&'a str>,
+    /// The ERP's session-info URL (default: none, every session internal, uid 0).
+    pub session_info_url: Option<&'a str>,
 }
 
 impl Default for ReplicaOptions<'_> {
@@ -127,6 +129,7 @@ impl Default for ReplicaOptions<'_> {
             commit_window_ms: 250,
             secret: None,
             url: None,
+            session_info_url: None,
         }
     }
 }
@@ -144,7 +147,12 @@ impl Replica {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| pg.secret());
         let child = Command::new(env!("CARGO_BIN_EXE_session-timeout"))
-            .args(["serve", "--session-info-url", "none", "--bind"])
+            .args([
+                "serve",
+                "--session-info-url",
+                o.session_info_url.unwrap_or("none"),
+                "--bind",
+            ])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--database-url")
             .arg(o.url.unwrap_or(&pg.url))
@@ -331,5 +339,89 @@ impl Replica {
             None,
         )
         .await
+    }
+}
+
+/// The stand-in ERP (`session-timeout demo --no-enforce`): users with ids,
+/// and the session-info route the replicas ask.
+pub struct Erp {
+    child: Child,
+    pub root: String,
+}
+
+impl Erp {
+    pub fn start() -> Erp {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_session-timeout"))
+            .args([
+                "demo",
+                "--no-enforce",
+                "--session-info-url",
+                "none",
+                "--bind",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--db")
+            .arg(std::env::temp_dir().join(format!("st-replicas-erp-{port}.db")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the demo ERP did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Erp {
+            child,
+            root: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn session_info_url(&self) -> String {
+        format!("{}/web/session/get_session_info", self.root)
+    }
+
+    /// Logs in through the ERP's form; the session cookie's value.
+    pub async fn login(&self, _: &awc::Client, user: &str) -> String {
+        // The login answers 303 with the cookie: not followed.
+        let c = awc::Client::builder().disable_redirects().finish();
+        let page = c
+            .get(format!("{}/web/login", self.root))
+            .send()
+            .await
+            .unwrap();
+        let token = page
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("demo_csrf="))
+            .and_then(|v| v.split(';').next())
+            .expect("the login page sets its CSRF cookie")
+            .to_string();
+        let resp = c
+            .post(format!("{}/web/login", self.root))
+            .insert_header(("Cookie", format!("demo_csrf={token}")))
+            .send_form(&[("login", user), ("password", user), ("csrf_token", &token)])
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 303, "login as {user}");
+        let set = resp
+            .headers()
+            .get("set-cookie")
+            .expect("login sets a cookie");
+        let set = set.to_str().unwrap();
+        let cookie = set.split(';').next().unwrap();
+        cookie
+            .strip_prefix("session_id=")
+            .unwrap_or_else(|| panic!("not the session cookie: {cookie}"))
+            .to_string()
+    }
+}
+
+impl Drop for Erp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -461,3 +461,78 @@ async fn any_replica_lists_and_revokes_a_session_only_another_one_met() {
         .await;
     assert_eq!(missing.status, 404, "{}", missing.body);
 }
+
+/// Every session of one user, ended through one replica: both of that
+/// user's browsers are refused by every replica within a second, also on a
+/// replica that had not met one of them; other users are untouched.
+#[actix_rt::test]
+async fn ending_every_session_of_a_user_through_one_replica_reaches_every_replica() {
+    if !postgres_installed() {
+        return;
+    }
+    let pg = Pg::start();
+    let erp = Erp::start();
+    let info = erp.session_info_url();
+    let o = || ReplicaOptions {
+        session_info_url: Some(&info),
+        ..Default::default()
+    };
+    let (a, b) = (Replica::start(&pg, o()), Replica::start(&pg, o()));
+    let c = client();
+    let (first, second, other) = (
+        erp.login(&c, "admin").await,
+        erp.login(&c, "admin").await,
+        erp.login(&c, "portal").await,
+    );
+    // A meets both browsers, B only the first; the portal user on both.
+    for cookie in [&first, &second, &other] {
+        assert_eq!(a.auth(&c, cookie).await, 204);
+    }
+    assert_eq!(b.auth(&c, &first).await, 204);
+    assert_eq!(b.auth(&c, &other).await, 204);
+    // The internal user's id, once stored (within the commit window).
+    let mut uid = None;
+    let start = Instant::now();
+    while uid.is_none() && start.elapsed() < Duration::from_secs(2) {
+        let list = a.admin(&c, "GET", "sessions?state=active").await.body;
+        uid = list["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["class"] == "internal")
+            .and_then(|s| s["uid"].as_i64());
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = a.admin(&c, "GET", "sessions").await.body;
+    let uid = uid.unwrap_or_else(|| panic!("the ERP named the internal user: {listed}"));
+    let r = call(
+        &c,
+        "POST",
+        &format!("{}/admin/users/{uid}/end-sessions", b.base),
+        None,
+        Some(r#"{"by": "security officer"}"#),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["ended"].as_i64()),
+        (200, Some(2)),
+        "{}",
+        r.body
+    );
+    for cookie in [&first, &second] {
+        for r in [&a, &b] {
+            within(Duration::from_secs(1), || async {
+                r.auth(&c, cookie).await == 401
+            })
+            .await
+            .unwrap_or_else(|| panic!("{} still lets a session of user {uid} through", r.base));
+        }
+    }
+    assert_eq!(a.auth(&c, &other).await, 204, "another user is untouched");
+    let note =
+        pg.psql("SELECT detail FROM session_timeout.audit WHERE event = 'user_sessions_ended'");
+    assert_eq!(
+        note,
+        format!("uid {uid}: 2 sessions ended (asked by security officer)")
+    );
+}
