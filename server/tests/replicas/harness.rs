@@ -350,7 +350,8 @@ pub struct Erp {
 }
 
 impl Erp {
-    pub fn start() -> Erp {
+    /// Started with its files in `dir` (the test's folder, removed after it).
+    pub fn start(dir: &Path) -> Erp {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_session-timeout"))
             .args([
@@ -362,7 +363,7 @@ impl Erp {
             ])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--db")
-            .arg(std::env::temp_dir().join(format!("st-replicas-erp-{port}.db")))
+            .arg(dir.join("erp.db"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

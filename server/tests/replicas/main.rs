@@ -471,7 +471,7 @@ async fn ending_every_session_of_a_user_through_one_replica_reaches_every_replic
         return;
     }
     let pg = Pg::start();
-    let erp = Erp::start();
+    let erp = Erp::start(pg.dir.path());
     let info = erp.session_info_url();
     let o = || ReplicaOptions {
         session_info_url: Some(&info),
