@@ -53,9 +53,7 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Option<String>, String> 
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| "the ERP's settings answer is not JSON".to_string())?;
     match v.get(TIMEOUT_KEY) {
-        Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.chars().take(64).collect())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(raw) if raw.is_null() || raw.is_string() || raw.is_number() => Ok(raw_text(raw)),
         Some(other) => Err(format!(
             "the ERP's `{TIMEOUT_KEY}` is neither a string nor null: {}",
             other.to_string().chars().take(80).collect::<String>()
@@ -69,10 +67,16 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Option<String>, String> 
 /// raw value (`Some(None)` when unset).
 pub fn parse_warn_before(body: &[u8]) -> Option<Option<String>> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    match v.get(WARN_KEY)? {
-        Value::String(s) => Some(Some(s.chars().take(64).collect())),
-        Value::Number(n) => Some(Some(n.to_string())),
-        _ => Some(None),
+    v.get(WARN_KEY).map(raw_text)
+}
+
+/// A setting as the ERP stores it: text (at most 64 characters), a number as
+/// text, or `None` when unset (or of another type).
+fn raw_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.chars().take(64).collect()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

@@ -47,6 +47,15 @@ impl EndReason {
         }
     }
 
+    /// The audit log's event for an ending of this reason.
+    pub fn audit_event(self) -> &'static str {
+        match self {
+            EndReason::IdleTimeout | EndReason::AbsoluteLifetime => "expired",
+            EndReason::Logout => "logout",
+            EndReason::Revoked => "revoked",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<EndReason> {
         Some(match s {
             "idle_timeout" => EndReason::IdleTimeout,

@@ -252,7 +252,6 @@ impl Client {
     }
 
     /// An input event: stamp it; involve the core only when it cares.
-    #[inline(never)]
     fn input(self: &Rc<Self>) {
         let at = js_sys::Date::now();
         let wanted = {
@@ -266,7 +265,6 @@ impl Client {
     }
 
     /// Whether a click followed a link to the ERP's logout URL.
-    #[inline(never)]
     fn is_logout_link(&self, e: &web_sys::Event) -> bool {
         let Some(link) = e
             .target()
@@ -284,7 +282,6 @@ impl Client {
 
     /// Hands pending input to the core, runs `f`, then carries out what the
     /// core asks for.
-    #[inline(never)]
     fn run(self: &Rc<Self>, f: impl FnOnce(&mut Core, Millis)) {
         let now = clock();
         {
@@ -303,7 +300,6 @@ impl Client {
     }
 
     /// Carries out the core's actions, then re-arms the timer.
-    #[inline(never)]
     fn pump(self: &Rc<Self>) {
         loop {
             let action = {
@@ -321,7 +317,6 @@ impl Client {
         self.arm();
     }
 
-    #[inline(never)]
     fn carry_out(self: &Rc<Self>, action: Action) {
         match action {
             Action::FetchConfig => net::send(self, net::Request::Config),
@@ -367,7 +362,6 @@ impl Client {
     }
 
     /// Keeps exactly one timer, set for the core's deadline.
-    #[inline(never)]
     fn arm(self: &Rc<Self>) {
         let (deadline, current) = {
             let mut s = self.state.borrow_mut();

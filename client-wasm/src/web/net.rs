@@ -64,7 +64,6 @@ enum Outcome {
 }
 
 /// Sends `request` and feeds its answer to the client when it comes.
-#[inline(never)]
 pub(super) fn send(client: &Rc<Client>, request: Request) {
     let mut url = String::with_capacity(client.base.len() + 20);
     url.push_str(&client.base);
@@ -158,7 +157,6 @@ async fn answer(request: Request, sent: Result<JsValue, JsValue>) -> Outcome {
     }
 }
 
-#[inline(never)]
 fn deliver(client: &Rc<Client>, outcome: Outcome) {
     let failed = matches!(outcome, Outcome::Failed);
     {

@@ -313,6 +313,18 @@ pub async fn read_json_body(
     })
 }
 
+/// A session first met here while the shared database is unreachable:
+/// neither let through nor ended (replicas on PostgreSQL only).
+fn store_unavailable() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::RETRY_AFTER, "1"))
+        .json(serde_json::json!({
+            "error": "store_unavailable",
+            "message": "the session database cannot be reached to tell whether this session is still open; try again shortly",
+        }))
+}
+
 pub(crate) async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     let healthy = st
         .sessions

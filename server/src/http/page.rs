@@ -15,15 +15,7 @@ fn truncate_json(v: &serde_json::Value) -> String {
 
 fn answer_response(st: &AppState, a: Answer) -> HttpResponse {
     let body = match a {
-        Answer::Unavailable => {
-            return HttpResponse::ServiceUnavailable()
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .insert_header((header::RETRY_AFTER, "1"))
-                .json(serde_json::json!({
-                    "error": "store_unavailable",
-                    "message": "the session database cannot be reached to tell whether this session is still open; try again shortly",
-                }))
-        }
+        Answer::Unavailable => return super::store_unavailable(),
         Answer::Active {
             timeout_s,
             remaining_ms,

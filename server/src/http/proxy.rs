@@ -81,15 +81,7 @@ async fn forward_verdict(req: &HttpRequest, st: &AppState) -> Result<(), Refusal
 fn refused(st: &AppState, refusal: Refusal) -> HttpResponse {
     let body = match refusal {
         // Neither "pass" nor "log in again": the proxy shows an error page.
-        Refusal::Unavailable => {
-            return HttpResponse::ServiceUnavailable()
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .insert_header((header::RETRY_AFTER, "1"))
-                .json(serde_json::json!({
-                    "error": "store_unavailable",
-                    "message": "the session database cannot be reached to tell whether this session is still open",
-                }))
-        }
+        Refusal::Unavailable => return super::store_unavailable(),
         Refusal::Ended(reason) => serde_json::json!({
             "error": "session_ended",
             "message": format!("the session has ended ({reason}); log in again through {}", st.logout_url),

@@ -583,6 +583,14 @@ impl Drop for Store {
     }
 }
 
+/// The wall clock for audit events the backends write themselves.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn settle_in(shards: &[Mutex<Shard>], key: &SessionKey, f: impl FnOnce(&mut Option<Entry>)) {
     let mut guard = lock(&shards[shard_of(key)]);
     let before = guard.map.get(key).copied();

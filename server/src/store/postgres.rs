@@ -19,7 +19,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls};
 
 use super::backend::{Backend, Changes, Expiries, Reads, SettingChange};
-use super::{AuditEvent, Entry, Remote, SessionKey, StoreError};
+use super::{wall_ms, AuditEvent, Entry, Remote, SessionKey, StoreError};
 use crate::policy::{EndReason, Millis};
 
 /// The channel every replica listens on.
@@ -224,13 +224,6 @@ fn key_of(row: &postgres::Row) -> Option<SessionKey> {
         .map(SessionKey)
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// The writer thread's connection.
 pub(super) struct Pg {
     client: Option<Client>,
@@ -356,11 +349,7 @@ impl Pg {
             }
             .map_err(write_err)?;
             if stored.is_some() {
-                let event = match reason {
-                    EndReason::IdleTimeout | EndReason::AbsoluteLifetime => "expired",
-                    EndReason::Logout => "logout",
-                    EndReason::Revoked => "revoked",
-                };
+                let event = reason.audit_event();
                 let uid = (e.uid != 0).then_some(e.uid as i64);
                 tx.execute(
                     "INSERT INTO session_timeout.audit (at_ms, event, key_prefix, uid, detail)

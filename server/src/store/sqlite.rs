@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OpenFlags};
 
 use super::backend::{Backend, Changes, Expiries, Reads, SettingChange};
 use super::schema::{self, connect, SCHEMA_VERSION};
-use super::{AuditEvent, Entry, SessionKey, StoreError};
+use super::{wall_ms, AuditEvent, Entry, SessionKey, StoreError};
 use crate::policy::{EndReason, Millis};
 
 pub struct Sqlite {
@@ -164,11 +164,7 @@ impl Sqlite {
                     });
                 }
                 if changed > 0 {
-                    let event = match reason {
-                        EndReason::IdleTimeout | EndReason::AbsoluteLifetime => "expired",
-                        EndReason::Logout => "logout",
-                        EndReason::Revoked => "revoked",
-                    };
+                    let event = reason.audit_event();
                     let uid = (e.uid != 0).then_some(e.uid as i64);
                     audit
                         .execute(params![
@@ -198,13 +194,9 @@ impl Sqlite {
                 if stmt.execute(params![name, value]).map_err(err)? == 0 {
                     continue;
                 }
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
                 audit
                     .execute(params![
-                        now,
+                        wall_ms(),
                         "setting_changed",
                         None::<String>,
                         None::<i64>,
@@ -321,13 +313,6 @@ impl SqliteReads {
         connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| StoreError::Read(e.to_string()))
     }
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {

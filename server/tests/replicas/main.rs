@@ -382,6 +382,16 @@ async fn a_replica_that_lost_its_connection_catches_up_on_endings_it_missed() {
         let cookie = format!("missed-{round}");
         assert_eq!(a.auth(&c, &cookie).await, 204);
         assert_eq!(b.auth(&c, &cookie).await, 204);
+        // deploy/README.md promises at most 4 connections per replica.
+        let open = pg.psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'session-timeout % {}'",
+            a.pid()
+        ));
+        let open: u32 = open.parse().unwrap();
+        assert!(
+            (2..=4).contains(&open),
+            "replica A holds {open} connections"
+        );
         // Every connection of A, the listener's included, is cut; at once a
         // logout goes through B.
         let cut = pg.psql(&format!(
