@@ -1,4 +1,4 @@
-//! `session-timeout settings ...` and `session-timeout sessions ...`: a
+//! `session-timeout settings ...`, `sessions ...` and `policy ...`: a
 //! client of the running sidecar's admin API, so that every change takes
 //! effect at once in the process that enforces it.
 
@@ -53,6 +53,64 @@ pub enum SessionsCmd {
     },
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Print the default policy and the rules per group and per user in force.
+    Show,
+    /// Set the rule of one subject: `admin` or `system` (the ERP's is_admin and
+    /// is_system) or `user:UID`; the strictest matching rule wins per limit.
+    Set {
+        subject: String,
+        /// Idle timeout in seconds.
+        #[arg(long)]
+        idle: Option<u64>,
+        /// Absolute lifetime in seconds.
+        #[arg(long)]
+        absolute: Option<u64>,
+        /// Never log this user out (`user:UID` only; audited, shown in the report).
+        #[arg(long, conflicts_with_all = ["idle", "absolute"])]
+        exempt: bool,
+        /// The user's login, shown in the report.
+        #[arg(long)]
+        login: Option<String>,
+        /// Who asks, for the audit log [default: the OS user].
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Remove the rule of one subject.
+    Unset {
+        subject: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Apply a compliance preset (pci-dss-4, nist-aal2, nist-aal3, owasp-high,
+    /// owasp-low, psd2) to the default or to one subject, in one step.
+    Preset {
+        name: String,
+        /// `default` (the global timeout and lifetime), `admin`, `system` or `user:UID`.
+        #[arg(long = "for", default_value = "default")]
+        subject: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Each group and exempt user with its effective limits, and for each
+    /// standard whether it is met, with the clause.
+    Report {
+        /// table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+}
+
+/// Who runs the command, for the audit log.
+fn os_user() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{user}@{} (session-timeout CLI)", host.trim())
+}
+
 /// Percent-encodes everything but unreserved characters, so an argument
 /// stays one path segment (`../../x` is not a path to another route).
 fn path_segment(s: &str) -> String {
@@ -98,6 +156,7 @@ async fn call(
     let req = match method {
         "GET" => client.get(&url),
         "PUT" => client.put(&url),
+        "DELETE" => client.delete(&url),
         _ => client.post(&url),
     }
     .insert_header(("Authorization", format!("Bearer {token}")));
@@ -226,13 +285,7 @@ pub async fn sessions(opts: ClientOptions, cmd: SessionsCmd) -> Result<(), Failu
             }
         }
         SessionsCmd::EndUser { uid, by } => {
-            let by = by.unwrap_or_else(|| {
-                let user = std::env::var("USER")
-                    .or_else(|_| std::env::var("LOGNAME"))
-                    .unwrap_or_else(|_| "unknown".into());
-                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-                format!("{user}@{} (session-timeout CLI)", host.trim())
-            });
+            let by = by.unwrap_or_else(os_user);
             let json = call(
                 &opts,
                 "POST",
@@ -245,6 +298,83 @@ pub async fn sessions(opts: ClientOptions, cmd: SessionsCmd) -> Result<(), Failu
                 json["ended"],
                 json["asked_by"].as_str().unwrap_or("")
             );
+        }
+    }
+    Ok(())
+}
+
+pub async fn policy(opts: ClientOptions, cmd: PolicyCmd) -> Result<(), Failure> {
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    match cmd {
+        PolicyCmd::Show => {
+            let json = call(&opts, "GET", "/api/v1/admin/policy", None).await?;
+            println!("{}", pretty(&json));
+        }
+        PolicyCmd::Set {
+            subject,
+            idle,
+            absolute,
+            exempt,
+            login,
+            by,
+        } => {
+            let json = call(
+                &opts,
+                "PUT",
+                &format!("/api/v1/admin/policy/rules/{}", path_segment(&subject)),
+                Some(serde_json::json!({
+                    "idle_s": idle, "absolute_s": absolute, "exempt": exempt,
+                    "login": login, "by": by.unwrap_or_else(os_user),
+                })),
+            )
+            .await?;
+            println!("{}", pretty(&json["rule"]));
+        }
+        PolicyCmd::Unset { subject, by } => {
+            call(
+                &opts,
+                "DELETE",
+                &format!("/api/v1/admin/policy/rules/{}", path_segment(&subject)),
+                Some(serde_json::json!({ "by": by.unwrap_or_else(os_user) })),
+            )
+            .await?;
+            println!("the rule of {subject} is removed");
+        }
+        PolicyCmd::Preset { name, subject, by } => {
+            let json = call(
+                &opts,
+                "POST",
+                "/api/v1/admin/policy/preset",
+                Some(serde_json::json!({
+                    "preset": name, "subject": subject, "by": by.unwrap_or_else(os_user),
+                })),
+            )
+            .await?;
+            println!(
+                "preset {} applied to {subject}: idle {} s, absolute {}",
+                json["preset"].as_str().unwrap_or(""),
+                json["idle_s"],
+                json["absolute_s"]
+                    .as_u64()
+                    .map_or("none".into(), |a| format!("{a} s"))
+            );
+        }
+        PolicyCmd::Report { format } => {
+            if format != "table" && format != "json" {
+                return Err(Failure(
+                    format!("unknown format `{format}` (known: table, json)"),
+                    2,
+                ));
+            }
+            let json = call(&opts, "GET", "/api/v1/admin/policy/report", None).await?;
+            if format == "json" {
+                let out = serde_json::json!({
+                    "lines": json["lines"], "standards": json["standards"], "source": json["source"],
+                });
+                println!("{}", pretty(&out));
+            } else {
+                print!("{}", json["table"].as_str().unwrap_or(""));
+            }
         }
     }
     Ok(())

@@ -328,6 +328,7 @@ async fn session_info(req: HttpRequest, erp: web::Data<DemoErp>) -> HttpResponse
             "result": {
                 "uid": user.uid(), "name": user.name(), "is_public": false,
                 "is_internal_user": user == DemoUser::Admin, "is_system": user == DemoUser::Admin,
+                "is_admin": user == DemoUser::Admin,
             }
         })),
         None => HttpResponse::Ok().json(serde_json::json!({

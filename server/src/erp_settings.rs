@@ -18,7 +18,9 @@ use serde_json::Value;
 
 use crate::config::ErpSettings;
 use crate::http::AppState;
-use crate::settings::{TIMEOUT_KEY, WARN_KEY};
+use crate::policy::Millis;
+use crate::rules::{self, RULES_KEY};
+use crate::settings::{LIFETIME_KEY, TIMEOUT_KEY, WARN_KEY};
 
 /// Interprets the addon's answer: `{"activity_session_timeout_key": "300"}`,
 /// the raw parameter as stored in the ERP (`null` when unset). The value is
@@ -80,10 +82,72 @@ fn raw_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A setting the addon may send beside the timeout: `None` when this addon
+/// does not send it (an older one), else the raw value (`Some(None)`: unset).
+pub fn parse_optional(body: &[u8], key: &str) -> Option<Option<String>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get(key).map(raw_text)
+}
+
+/// The rules per group and per user the addon sends (`policy_rules`), as
+/// their canonical text: `None` from an addon without rules; an error names
+/// the rule that is wrong (the rules in force then stay).
+pub fn parse_rules(body: &[u8]) -> Option<Result<String, String>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let raw = v.get(RULES_KEY)?;
+    Some(
+        serde_json::from_value::<Vec<rules::Rule>>(raw.clone())
+            .map_err(|e| format!("the ERP's `{RULES_KEY}` are not rules: {e}"))
+            .and_then(|r| {
+                r.iter()
+                    .try_for_each(rules::Rule::validate)
+                    .map_err(|e| format!("the ERP sent a rule the sidecar refuses: {e}"))?;
+                // No rules at all reads as unset (the audit log says so).
+                Ok(if r.is_empty() {
+                    String::new()
+                } else {
+                    rules::rules_text(&r)
+                })
+            }),
+    )
+}
+
+/// An administrator's request, in the ERP, to end every session of a user
+/// (Odoo: the button on the user's form).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct EndRequest {
+    pub uid: i32,
+    #[serde(default)]
+    pub login: Option<String>,
+    /// When it was asked (ms since the epoch, the ERP's clock): sessions
+    /// that began later are spared.
+    pub at_ms: i64,
+    pub by: String,
+}
+
+/// The requests the addon lists (`end_sessions`); malformed ones are skipped.
+pub fn parse_end_requests(body: &[u8]) -> Vec<EndRequest> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    v.get("end_sessions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| serde_json::from_value::<EndRequest>(r.clone()).ok())
+        .filter(|r| r.uid > 0)
+        .collect()
+}
+
 /// What one read of the ERP's settings gave.
 pub struct ErpAnswer {
     pub timeout: Option<String>,
     pub warn_before: Option<Option<String>>,
+    pub lifetime: Option<Option<String>>,
+    pub rules: Option<Result<String, String>>,
+    /// Who last changed the rules in the ERP (its login), for the audit log.
+    pub changed_by: Option<String>,
+    pub end_requests: Vec<EndRequest>,
 }
 
 /// One read of the ERP's settings.
@@ -98,14 +162,19 @@ pub async fn fetch(cfg: &ErpSettings, timeout: Duration) -> Result<ErpAnswer, St
         .await
         .map_err(|e| format!("cannot reach the ERP at {}: {e}", cfg.url))?;
     let status = resp.status().as_u16();
+    // Rules of big groups list every member: room for tens of thousands.
     let body = resp
         .body()
-        .limit(16 * 1024)
+        .limit(4 * 1024 * 1024)
         .await
         .map_err(|e| format!("the ERP's settings answer is unreadable: {e}"))?;
     Ok(ErpAnswer {
         timeout: parse_answer(status, &body)?,
         warn_before: parse_warn_before(&body),
+        lifetime: parse_optional(&body, LIFETIME_KEY),
+        rules: parse_rules(&body),
+        changed_by: parse_optional(&body, "policy_changed_by").flatten(),
+        end_requests: parse_end_requests(&body),
     })
 }
 
@@ -116,22 +185,11 @@ pub fn spawn_poller(state: web::Data<AppState>, cfg: ErpSettings, timeout: Durat
     let weak = std::sync::Arc::downgrade(&state.into_inner());
     actix_rt::spawn(async move {
         let mut last_error: Option<String> = None;
+        let mut done: std::collections::HashSet<(i32, i64)> = Default::default();
         loop {
             let Some(st) = weak.upgrade() else { return };
             let outcome = match fetch(&cfg, timeout).await {
-                Ok(answer) => {
-                    let stored = st
-                        .settings
-                        .apply_erp(&st.sessions, TIMEOUT_KEY, answer.timeout)
-                        .await;
-                    let stored = match (stored, answer.warn_before) {
-                        (Ok(()), Some(warn)) => {
-                            st.settings.apply_erp(&st.sessions, WARN_KEY, warn).await
-                        }
-                        (other, _) => other,
-                    };
-                    stored.map_err(|e| format!("cannot store the ERP's settings: {e}"))
-                }
+                Ok(answer) => apply(&st, answer, &mut done).await,
                 Err(e) => Err(e),
             };
             if let Some(src) = &st.settings.erp {
@@ -158,6 +216,66 @@ pub fn spawn_poller(state: web::Data<AppState>, cfg: ErpSettings, timeout: Durat
             actix_rt::time::sleep(cfg.interval).await;
         }
     });
+}
+
+/// Stores what the ERP answered and carries out its requests to end every
+/// session of a user (each once per process; again after a restart, which
+/// ends nothing new: sessions that began after the request are spared).
+async fn apply(
+    st: &AppState,
+    answer: ErpAnswer,
+    done: &mut std::collections::HashSet<(i32, i64)>,
+) -> Result<(), String> {
+    let stored = |e: crate::store::StoreError| format!("cannot store the ERP's settings: {e}");
+    let (settings, sessions) = (&st.settings, &st.sessions);
+    settings
+        .apply_erp(sessions, TIMEOUT_KEY, answer.timeout, None)
+        .await
+        .map_err(stored)?;
+    if let Some(warn) = answer.warn_before {
+        settings
+            .apply_erp(sessions, WARN_KEY, warn, None)
+            .await
+            .map_err(stored)?;
+    }
+    if let Some(lifetime) = answer.lifetime {
+        settings
+            .apply_erp(sessions, LIFETIME_KEY, lifetime, None)
+            .await
+            .map_err(stored)?;
+    }
+    let mut refused = None;
+    match answer.rules {
+        Some(Ok(text)) => settings
+            .apply_erp(
+                sessions,
+                RULES_KEY,
+                Some(text),
+                answer.changed_by.as_deref(),
+            )
+            .await
+            .map_err(stored)?,
+        Some(Err(e)) => refused = Some(e),
+        None => {}
+    }
+    for r in answer.end_requests {
+        if done.contains(&(r.uid, r.at_ms)) {
+            continue;
+        }
+        let by = format!("{} in the ERP", r.by.chars().take(100).collect::<String>());
+        let ended = sessions
+            .end_user_before(r.uid, &by, Some(Millis(r.at_ms)))
+            .await
+            .map_err(|e| format!("cannot end the sessions of user {}: {e}", r.uid))?;
+        log::info!(
+            "the ERP asked to end every session of user {} ({}): {ended} ended",
+            r.uid,
+            r.login.as_deref().unwrap_or("?")
+        );
+        done.insert((r.uid, r.at_ms));
+    }
+    // A wrong rule keeps the rules in force; said after the rest is applied.
+    refused.map_or(Ok(()), |e| Err(format!("{e}; the rules in force stay")))
 }
 
 fn wall_ms() -> u64 {

@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - `policy`: the pure timeout rules (no I/O); `clock`: time, injected.
+//! - `rules`: policy per group and per user (strictest wins), presets and
+//!   the compliance report (pure).
 //! - `store`: sessions in memory, mirrored to SQLite by one writer thread.
 //! - `sessions`: the engine tying policy, store and ERP lookup together.
 //! - `secret`: the server secret that keys sessions.
@@ -29,6 +31,7 @@ pub mod http;
 pub mod lookup;
 pub mod metrics;
 pub mod policy;
+pub mod rules;
 pub mod secret;
 pub mod sessions;
 pub mod settings;

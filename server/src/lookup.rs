@@ -1,7 +1,8 @@
 //! Who owns a session? Asks the ERP, forwarding only the session cookie.
 //!
 //! Odoo 17/18 answer `/web/session/get_session_info` (JSON-RPC) with
-//! `result.uid` and `result.is_internal_user` for a logged-in session, and
+//! `result.uid` and `result.is_internal_user` for a logged-in session (with
+//! `is_admin` and `is_system`, which the sidecar's own rules can name), and
 //! with a JSON-RPC error ("Session expired") for a session it does not know.
 
 use std::time::Duration;
@@ -13,6 +14,9 @@ use serde_json::Value;
 pub enum Lookup {
     Internal {
         uid: i32,
+        /// Odoo's `is_admin` (Access Rights) and `is_system` (Settings).
+        is_admin: bool,
+        is_system: bool,
     },
     Portal {
         uid: i32,
@@ -72,13 +76,19 @@ pub fn parse_session_info(status: u16, body: &[u8]) -> Lookup {
     if result.get("is_public").and_then(Value::as_bool) == Some(true) {
         return Lookup::Public;
     }
+    let flag = |name: &str| result.get(name).and_then(Value::as_bool) == Some(true);
+    let internal = Lookup::Internal {
+        uid,
+        is_admin: flag("is_admin"),
+        is_system: flag("is_system"),
+    };
     match result.get("is_internal_user") {
-        Some(Value::Bool(true)) => Lookup::Internal { uid },
+        Some(Value::Bool(true)) => internal,
         Some(Value::Bool(false)) => Lookup::Portal { uid },
         // Real Odoo 17 and 18 always send the flag for a logged-in user; an
         // answer without it is not Odoo's, and such a session is timed, never
         // exempted on a guess.
-        None => Lookup::Internal { uid },
+        None => internal,
         Some(other) => Lookup::Unknown(format!(
             "session-info `is_internal_user` is not a boolean: {}",
             truncate(&other.to_string())
@@ -147,10 +157,23 @@ mod tests {
 
     #[test]
     fn odoo_shapes() {
-        let internal = br#"{"jsonrpc":"2.0","id":null,"result":{"uid":2,"is_internal_user":true,"is_public":false}}"#;
+        let internal = br#"{"jsonrpc":"2.0","id":null,"result":{"uid":2,"is_internal_user":true,"is_public":false,"is_admin":true,"is_system":true}}"#;
         assert_eq!(
             parse_session_info(200, internal),
-            Lookup::Internal { uid: 2 }
+            Lookup::Internal {
+                uid: 2,
+                is_admin: true,
+                is_system: true
+            }
+        );
+        let clerk = br#"{"jsonrpc":"2.0","id":null,"result":{"uid":6,"is_internal_user":true,"is_admin":false,"is_system":false}}"#;
+        assert_eq!(
+            parse_session_info(200, clerk),
+            Lookup::Internal {
+                uid: 6,
+                is_admin: false,
+                is_system: false
+            }
         );
         let portal = br#"{"jsonrpc":"2.0","id":null,"result":{"uid":7,"is_internal_user":false}}"#;
         assert_eq!(parse_session_info(200, portal), Lookup::Portal { uid: 7 });

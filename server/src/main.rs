@@ -1,10 +1,11 @@
-//! The `session-timeout` binary: `serve`, `demo`, `settings`, `sessions`.
+//! The `session-timeout` binary: `serve`, `demo`, `settings`, `sessions`,
+//! `policy`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use session_timeout::cli::{self, ClientOptions, SessionsCmd, SettingsCmd};
+use session_timeout::cli::{self, ClientOptions, PolicyCmd, SessionsCmd, SettingsCmd};
 use session_timeout::clock::SystemClock;
 use session_timeout::config::{RawOptions, Settings};
 use session_timeout::demo::DemoErp;
@@ -51,6 +52,13 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOptions,
     },
+    /// Timeouts per group and per user, compliance presets and the report.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+        #[command(flatten)]
+        client: ClientOptions,
+    },
 }
 
 fn main() {
@@ -66,6 +74,7 @@ fn main() {
             } => run(resolve(opts, "127.0.0.1:8080"), Some((www, !no_enforce))).await,
             Cmd::Settings { cmd, client } => finish(cli::settings(client, cmd).await),
             Cmd::Sessions { cmd, client } => finish(cli::sessions(client, cmd).await),
+            Cmd::Policy { cmd, client } => finish(cli::policy(client, cmd).await),
         }
     });
     std::process::exit(code);

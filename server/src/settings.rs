@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
 use crate::policy::{self, Policy, DEFAULT_TIMEOUT_S};
+use crate::rules::{self, Compiled, Rule, RULES_KEY};
 use crate::sessions::Sessions;
 use crate::store::StoreError;
 
@@ -25,6 +26,8 @@ pub struct Configured {
     pub timeout: Option<String>,
     pub lifetime: Option<String>,
     pub warn_before: Option<String>,
+    /// The rules per group and per user (`rules::RULES_KEY`, JSON).
+    pub rules: Option<String>,
 }
 
 impl Configured {
@@ -48,6 +51,42 @@ impl Configured {
             }
         };
         (Policy::new(timeout, lifetime), warnings)
+    }
+
+    /// The rules in force, or none (with why) when the stored text is not
+    /// valid rules: the global policy then applies to everyone.
+    pub fn rules(&self) -> (Vec<Rule>, Option<String>) {
+        match rules::parse_rules(self.rules.as_deref().unwrap_or("")) {
+            Ok(r) => (r, None),
+            Err(e) => (
+                Vec::new(),
+                Some(format!(
+                    "{RULES_KEY} is invalid ({e}); no rule per group or user applies"
+                )),
+            ),
+        }
+    }
+
+    /// The value of a setting by its key.
+    pub fn get(&self, key: &str) -> Option<&String> {
+        match key {
+            TIMEOUT_KEY => self.timeout.as_ref(),
+            LIFETIME_KEY => self.lifetime.as_ref(),
+            WARN_KEY => self.warn_before.as_ref(),
+            RULES_KEY => self.rules.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Sets a setting by its key (unknown keys are ignored).
+    pub fn set(&mut self, key: &str, value: String) {
+        match key {
+            TIMEOUT_KEY => self.timeout = Some(value),
+            LIFETIME_KEY => self.lifetime = Some(value),
+            WARN_KEY => self.warn_before = Some(value),
+            RULES_KEY => self.rules = Some(value),
+            _ => {}
+        }
     }
 
     /// The notice's lead in seconds as configured (0: off, or invalid).
@@ -113,7 +152,12 @@ impl LiveSettings {
         for w in warnings {
             log::warn!("{w}");
         }
+        let (rules, invalid) = self.configured().rules();
+        if let Some(w) = invalid {
+            log::warn!("{w}");
+        }
         sessions.set_policy(policy);
+        sessions.set_rules(Compiled::new(&rules));
     }
 
     /// Takes the stored values (changed through another replica) and applies
@@ -123,6 +167,7 @@ impl LiveSettings {
             timeout: stored.get(TIMEOUT_KEY).cloned(),
             lifetime: stored.get(LIFETIME_KEY).cloned(),
             warn_before: stored.get(WARN_KEY).cloned(),
+            rules: stored.get(RULES_KEY).cloned(),
         };
         {
             let mut c = self.configured.write().unwrap_or_else(|e| e.into_inner());
@@ -135,43 +180,36 @@ impl LiveSettings {
         true
     }
 
-    /// Stores a setting read from the ERP (the timeout, or the notice's lead)
-    /// when it differs from the one in force (`None`: unset in the ERP, so
-    /// the default applies), with an audit entry, and applies it to the next
-    /// request.
+    /// Stores a setting read from the ERP (the timeout, the notice's lead,
+    /// the absolute lifetime, the rules) when it differs from the one in
+    /// force (`None`: unset in the ERP, so the default applies), with an
+    /// audit entry naming who changed it in the ERP when known, and applies
+    /// it to the next request.
     pub async fn apply_erp(
         &self,
         sessions: &Sessions,
         key: &str,
         raw: Option<String>,
+        by: Option<&str>,
     ) -> Result<(), StoreError> {
         // Stored as an empty value when unset: invalid, so the default applies.
         let text = raw.map(|r| r.trim().to_string()).unwrap_or_default();
-        let old = {
-            let c = self.configured();
-            if key == WARN_KEY {
-                c.warn_before
-            } else {
-                c.timeout
-            }
-        };
-        if old.as_deref() == Some(text.as_str()) {
+        let old = self.configured().get(key).cloned();
+        // Unset in the ERP and never set here: nothing to record.
+        if old.as_deref().unwrap_or("") == text {
             return Ok(());
         }
+        let by = by.map(|b| format!(", by {b}")).unwrap_or_default();
         let detail = format!(
-            "{key}: {} -> {} (from the ERP)",
+            "{key}: {} -> {} (from the ERP{by})",
             old.as_deref().unwrap_or("(unset)"),
             if text.is_empty() { "(unset)" } else { &text }
         );
         sessions.store.set_setting(key, &text, &detail).await?;
-        {
-            let mut c = self.configured.write().unwrap_or_else(|e| e.into_inner());
-            if key == WARN_KEY {
-                c.warn_before = Some(text);
-            } else {
-                c.timeout = Some(text);
-            }
-        }
+        self.configured
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(key, text);
         log::info!("setting changed: {detail}");
         self.apply(sessions);
         Ok(())

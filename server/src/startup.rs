@@ -69,6 +69,7 @@ pub async fn open_state(
         timeout: stored.get(TIMEOUT_KEY).cloned(),
         lifetime: stored.get(LIFETIME_KEY).cloned(),
         warn_before: stored.get(WARN_KEY).cloned(),
+        rules: stored.get(crate::rules::RULES_KEY).cloned(),
     };
     if let Some(w) = settings.warn_before_s.map(|w| w.to_string()) {
         if configured.warn_before.as_deref() != Some(&w) {

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use super::{read_json_body, resource, AppState};
 use crate::policy::{self, heartbeat_interval_ms, EndReason, SessionStatus};
+use crate::rules::Effective;
 use crate::sessions::{PrefixError, Sessions};
 use crate::settings::{LIFETIME_KEY, MAX_WARN_BEFORE_S, TIMEOUT_KEY, WARN_KEY};
 use crate::store::{Entry, SessionKey, StoreError};
@@ -28,7 +29,7 @@ impl AdminState {
 
     /// Checks the bearer token in constant time (both sides hashed first, so
     /// neither the length nor the content leaks through timing).
-    fn authorize(&self, req: &HttpRequest) -> Result<(), ApiError> {
+    pub(super) fn authorize(&self, req: &HttpRequest) -> Result<(), ApiError> {
         let Some(want) = &self.token_hash else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -127,10 +128,15 @@ fn setting_text(name: &str, v: &serde_json::Value) -> Result<String, ApiError> {
 }
 
 /// Validates and stores settings; the new policy applies to the next request.
+/// A `by` beside the settings says who asked (the audit log names them).
 pub async fn change_settings(
     st: &AppState,
     changes: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), ApiError> {
+    let whole = serde_json::Value::Object(changes.clone());
+    let by = asked_by(Some(&whole))?;
+    let mut changes = changes.clone();
+    changes.remove("by");
     if changes.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_setting",
@@ -138,7 +144,7 @@ pub async fn change_settings(
         ));
     }
     let mut validated = Vec::new();
-    for (name, v) in changes {
+    for (name, v) in &changes {
         let text = setting_text(name, v)?;
         // Stored canonically: "+900" and " 0900 " are 900.
         let canonical = match name.as_str() {
@@ -200,7 +206,10 @@ pub async fn change_settings(
                 _ => c.lifetime.clone(),
             }
         };
-        let detail = format!("{name}: {} -> {text}", old.as_deref().unwrap_or("(unset)"));
+        let detail = format!(
+            "{name}: {} -> {text} (by {by})",
+            old.as_deref().unwrap_or("(unset)")
+        );
         st.sessions
             .store
             .set_setting(&name, &text, &detail)
@@ -289,15 +298,16 @@ fn session_rows(
     visit: impl FnOnce(&mut dyn FnMut(&SessionKey, &Entry)),
 ) -> serde_json::Value {
     let now = sessions.clock.now();
-    let policy = sessions.policy();
+    let policies = sessions.policies();
     let mut rows = Vec::new();
     visit(&mut |k, e| {
+        let effective = policies.for_entry(e);
         let (state, remaining) = if let Some(r) = e.end_reason {
             ("ended", Some(r))
-        } else if e.class.is_exempt() {
+        } else if e.class.is_exempt() || effective == Effective::Exempt {
             ("exempt", None)
         } else {
-            match policy::status(e.created, e.last_activity, now, &policy) {
+            match policy::status(e.created, e.last_activity, now, &policies.timed(e)) {
                 SessionStatus::Active { .. } => ("active", None),
                 // Past its deadline; the sweeper records it within a second.
                 SessionStatus::Expired { reason, .. } => ("ended", Some(reason)),
@@ -317,6 +327,8 @@ fn session_rows(
                 "key_prefix": prefix,
                 "uid": (e.uid != 0).then_some(e.uid),
                 "class": e.class.as_str(),
+                "is_admin": e.roles & 1 != 0,
+                "is_system": e.roles & 2 != 0,
                 "state": state,
                 "created_ms": e.created.0,
                 "last_activity_ms": e.last_activity.0,
@@ -393,24 +405,28 @@ async fn end_user_sessions(
         )
     })?;
     let body = read_json_body(&req, payload, false).await?;
-    let by = match body.as_ref().and_then(|b| b.get("by")) {
-        None => "the admin API".to_string(),
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
-            s.trim().chars().filter(|c| !c.is_control()).collect()
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                "`by` must be a non-empty string of at most 200 characters (who asked)",
-            ))
-        }
-    };
+    let by = asked_by(body.as_ref())?;
     let ended = st
         .sessions
         .end_user(uid, &by)
         .await
         .map_err(ApiError::storage)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "uid": uid, "ended": ended, "asked_by": by })))
+}
+
+/// Who asked for a change, from the body's `by` (the CLI sends the OS
+/// user), for the audit log; `the admin API` when the body does not say.
+pub(super) fn asked_by(body: Option<&serde_json::Value>) -> Result<String, ApiError> {
+    match body.and_then(|b| b.get("by")) {
+        None => Ok("the admin API".to_string()),
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
+            Ok(s.trim().chars().filter(|c| !c.is_control()).collect())
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_body",
+            "`by` must be a non-empty string of at most 200 characters (who asked)",
+        )),
+    }
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@
 mod admin;
 pub mod error;
 mod page;
+mod policy;
 mod proxy;
 
 pub use proxy::allows;
@@ -95,6 +96,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         )
         .service(resource("/metrics", "GET").route(web::get().to(metrics_text)))
         .configure(admin::configure)
+        .configure(policy::configure)
         .default_service(web::to(not_found));
     cfg.service(scope);
 }

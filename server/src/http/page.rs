@@ -112,13 +112,26 @@ pub(super) async fn logout(
     Ok(answer_response(&st, Answer::Ended(reason)))
 }
 
-pub(super) async fn config(st: web::Data<AppState>) -> HttpResponse {
-    let policy = st.sessions.policy();
+/// The page's settings. The timeout is the session's own when its owner is
+/// known (rules per group and per user), else the global one; the
+/// heartbeat pace follows the shortest timeout in force, so that a page
+/// loaded before its user is known, or before a stricter rule, still
+/// reports activity in time.
+pub(super) async fn config(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    let policies = st.sessions.policies();
+    let own = session_cookie(&req, &st)
+        .ok()
+        .and_then(|c| st.sessions.store.get(&st.sessions.key(&c)))
+        .map_or(policies.default, |e| policies.timed(&e));
+    let pace = policies
+        .rules
+        .strictest_idle_ms(policies.default)
+        .min(own.timeout_ms);
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({
-            "timeout_s": policy.timeout_s(),
-            "heartbeat_interval_ms": heartbeat_interval_ms(policy.timeout_ms),
+            "timeout_s": own.timeout_s(),
+            "heartbeat_interval_ms": heartbeat_interval_ms(pace),
             "warn_before_s": st.settings.configured().effective_warn_before_s(),
             "logout_url": st.logout_url,
             "login_url": st.login_url,

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use super::{judge, Answer, Op, Sessions};
+use super::{judge, Answer, Op, Policies, Sessions};
 use crate::policy::{EndReason, Millis, Policy};
+use crate::rules::Effective;
 use crate::store::{Entry, SessionKey, Store};
 
 /// An idle expiry one replica proposes: the session as it would be stored.
@@ -15,6 +16,8 @@ pub(super) struct Proposed {
     pub ended: Entry,
     /// When it was judged (the cutoff is taken from here).
     pub now: Millis,
+    /// The idle timeout it was judged by (its own, by the rules).
+    pub timeout_ms: i64,
 }
 
 /// Brings what storage holds into memory: an ending, newer activity, an
@@ -38,12 +41,12 @@ impl Sessions {
         self: &Arc<Self>,
         key: &SessionKey,
         p: Proposed,
-        policy: &Policy,
+        policy: &Policies,
         op: Op,
         too_soon: &mut Option<i64>,
     ) -> Answer {
         let grace = self.store.shared_grace().unwrap_or_default();
-        let cutoff = Millis(p.now.0 - policy.timeout_ms - grace.0);
+        let cutoff = Millis(p.now.0 - p.timeout_ms - grace.0);
         let refused = Answer::Ended(EndReason::IdleTimeout);
         match self.store.expire_if_idle(key, p.ended, cutoff).await {
             Ok(Ok(None)) => {
@@ -110,12 +113,8 @@ impl Sessions {
     /// all sent before any is waited for (one commit for the lot).
     pub async fn sweep_shard(self: &Arc<Self>, shard: usize) {
         let now = self.clock.now();
-        let policy = self.policy();
+        let policy = self.policies();
         let grace = self.store.shared_grace().unwrap_or_default();
-        let limits = Policy {
-            timeout_ms: policy.timeout_ms + grace.0,
-            ..policy
-        };
         let forget_before = now.0 - self.retention.as_millis() as i64;
         let stale_public = now.0 - 600_000;
         let mut due = Vec::new();
@@ -126,10 +125,17 @@ impl Sessions {
             if e.class == crate::policy::UserClass::Public {
                 return e.recheck_at >= stale_public;
             }
-            if !e.class.is_exempt()
-                && crate::policy::status(e.created, e.last_activity, now, &limits).is_expired()
-            {
-                due.push(*k);
+            if e.class.is_exempt() {
+                return true;
+            }
+            if let Effective::Timed(p) = policy.for_entry(e) {
+                let limits = Policy {
+                    timeout_ms: p.timeout_ms + grace.0,
+                    ..p
+                };
+                if crate::policy::status(e.created, e.last_activity, now, &limits).is_expired() {
+                    due.push(*k);
+                }
             }
             true
         });
@@ -160,8 +166,9 @@ impl Sessions {
             }
         }
         join_all(durable).await;
+        let policy = &policy;
         join_all(confirm.into_iter().map(|(key, p)| async move {
-            self.confirm_idle(&key, p, &policy, Op::Check, &mut None)
+            self.confirm_idle(&key, p, policy, Op::Check, &mut None)
                 .await
         }))
         .await;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::lookup::{self, Lookup};
 use crate::metrics::Metrics;
 use crate::policy::{self, EndReason, Millis, Policy, SessionStatus, UserClass};
+use crate::rules::{Compiled, Effective, Facts};
 use crate::secret::cut;
 use crate::store::{Entry, SessionKey, Store, StoreError};
 
@@ -73,6 +74,8 @@ pub struct Sessions {
     /// The policy in force, read lock-free on every request.
     timeout_ms: AtomicI64,
     lifetime_ms: AtomicI64,
+    /// The rules per group and per user in force (settings set them).
+    rules: RwLock<Arc<Compiled>>,
     lookups: tokio::sync::Semaphore,
     /// Lookups under way, so that concurrent first requests of one session
     /// ask the ERP once and the others wait for that answer.
@@ -102,6 +105,7 @@ impl Sessions {
             mac,
             timeout_ms: AtomicI64::new(Policy::default().timeout_ms),
             lifetime_ms: AtomicI64::new(0),
+            rules: RwLock::default(),
             lookups,
             inflight: Mutex::default(),
         }
@@ -120,6 +124,20 @@ impl Sessions {
         self.timeout_ms.store(p.timeout_ms, Ordering::Relaxed);
         self.lifetime_ms
             .store(p.absolute_lifetime_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Puts rules per group and per user in force: the next request and the
+    /// next sweep judge every open session by them.
+    pub fn set_rules(&self, rules: Compiled) {
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+
+    /// The global policy and the rules in force, read once per request.
+    pub fn policies(&self) -> Policies {
+        Policies {
+            default: self.policy(),
+            rules: self.rules.read().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
     }
 
     /// The keyed hash that stands for a cookie value everywhere we store.
@@ -145,7 +163,7 @@ impl Sessions {
     ) -> (Answer, Option<i64>) {
         let key = self.key(cookie_value);
         let mut too_soon = None;
-        let policy = self.policy();
+        let policy = self.policies();
         // The common case takes the shard lock once: a known session whose
         // owner is settled is judged at once; otherwise ask the ERP first.
         // The proxy's check never waits for the ERP about a known session:
@@ -247,9 +265,22 @@ impl Sessions {
     /// from the shared database), and every replica refuses them within a
     /// second like any ending.
     pub async fn end_user(&self, uid: i32, asked_by: &str) -> Result<usize, StoreError> {
+        self.end_user_before(uid, asked_by, None).await
+    }
+
+    /// `end_user` for the sessions that began at or before `before` (an
+    /// ERP's request, read again after a restart, spares later logins).
+    pub async fn end_user_before(
+        &self,
+        uid: i32,
+        asked_by: &str,
+        before: Option<Millis>,
+    ) -> Result<usize, StoreError> {
+        let wanted =
+            |e: &Entry| e.uid == uid && !e.is_ended() && before.is_none_or(|b| e.created <= b);
         let mut keys = Vec::new();
         self.store.for_each(|k, e| {
-            if e.uid == uid && !e.is_ended() {
+            if wanted(e) {
                 keys.push(*k);
             }
         });
@@ -259,7 +290,7 @@ impl Sessions {
                 .await
                 .map_err(|e| StoreError::Read(e.to_string()))??;
             for (k, e) in stored {
-                if e.uid == uid && !e.is_ended() && !keys.contains(&k) {
+                if wanted(&e) && !keys.contains(&k) {
                     self.store.settle(&k, |slot| {
                         slot.get_or_insert(e);
                     });
@@ -348,7 +379,11 @@ impl Sessions {
 
     async fn lookup_and_record(&self, key: &SessionKey, cookie_value: &str, first_seen: Millis) {
         let lookup = match &self.erp.session_info_url {
-            None => Lookup::Internal { uid: 0 },
+            None => Lookup::Internal {
+                uid: 0,
+                is_admin: false,
+                is_system: false,
+            },
             // Waiting for a free slot and the lookup share one deadline, so a
             // flood of new cookies against a slow ERP delays a new session by
             // at most the lookup timeout (then it is timed as internal).
@@ -370,7 +405,7 @@ impl Sessions {
         self.metrics.count_lookup(&lookup);
         let now = self.clock.now();
         let (class, uid, recheck_at) = match &lookup {
-            Lookup::Internal { uid } => (UserClass::Internal, *uid, 0),
+            Lookup::Internal { uid, .. } => (UserClass::Internal, *uid, 0),
             // Looked up again now and then: a portal user made internal is
             // timed from then on.
             Lookup::Portal { uid } => (
@@ -393,8 +428,25 @@ impl Sessions {
             }
         };
         let unknown = matches!(lookup, Lookup::Unknown(_));
+        let roles = match lookup {
+            Lookup::Internal {
+                uid,
+                is_admin,
+                is_system,
+            } => Facts {
+                uid,
+                is_admin,
+                is_system,
+            }
+            .roles(),
+            _ => 0,
+        };
         self.store.update(key, |slot| match slot {
-            None => *slot = Some(Entry::new(first_seen, class, uid, recheck_at)),
+            None => {
+                let mut e = Entry::new(first_seen, class, uid, recheck_at);
+                e.roles = roles;
+                *slot = Some(e);
+            }
             Some(e) if e.is_ended() => {}
             Some(e) => {
                 if unknown {
@@ -410,6 +462,7 @@ impl Sessions {
                 }
                 e.class = class;
                 e.uid = uid;
+                e.roles = roles;
                 e.recheck_at = recheck_at;
             }
         });
@@ -455,7 +508,7 @@ impl Sessions {
 fn judge(
     slot: &mut Option<Entry>,
     now: Millis,
-    policy: &policy::Policy,
+    policies: &Policies,
     grace: Millis,
     op: Op,
     too_soon: &mut Option<i64>,
@@ -468,9 +521,13 @@ fn judge(
     if e.class.is_exempt() {
         return Answer::Exempt;
     }
+    let policy = match policies.for_entry(e) {
+        Effective::Exempt => return Answer::Exempt,
+        Effective::Timed(p) => p,
+    };
     let limits = policy::Policy {
         timeout_ms: policy.timeout_ms + grace.0,
-        ..*policy
+        ..policy
     };
     match policy::status(e.created, e.last_activity, now, &limits) {
         SessionStatus::Expired {
@@ -480,7 +537,11 @@ fn judge(
             let mut ended = *e;
             ended.end_reason = Some(EndReason::IdleTimeout);
             ended.ended_at = Millis(e.last_activity.0 + policy.timeout_ms);
-            *proposed = Some(expiry::Proposed { ended, now });
+            *proposed = Some(expiry::Proposed {
+                ended,
+                now,
+                timeout_ms: policy.timeout_ms,
+            });
             Answer::Ended(EndReason::IdleTimeout)
         }
         SessionStatus::Expired { reason, at } => {
@@ -509,6 +570,28 @@ fn judge(
                 // Cannot happen: touching only moves last activity forward.
                 SessionStatus::Expired { reason, .. } => Answer::Ended(reason),
             }
+        }
+    }
+}
+
+/// The global policy and the rules, as one request or sweep reads them.
+pub struct Policies {
+    pub default: Policy,
+    pub rules: Arc<Compiled>,
+}
+
+impl Policies {
+    /// What applies to a session, by its owner as the ERP named them.
+    pub fn for_entry(&self, e: &Entry) -> Effective {
+        self.rules
+            .effective(self.default, Facts::with_roles(e.uid, e.roles))
+    }
+
+    /// The policy of a timed session (the default for an exempt one).
+    pub fn timed(&self, e: &Entry) -> Policy {
+        match self.for_entry(e) {
+            Effective::Timed(p) => p,
+            Effective::Exempt => self.default,
         }
     }
 }

@@ -104,6 +104,9 @@ pub struct Entry {
     /// The ERP user id, 0 when unknown.
     pub uid: i32,
     pub class: UserClass,
+    /// The ERP's `is_admin` and `is_system` for the owner (`rules::Facts`),
+    /// stored with the class (in its bits 4 and 5).
+    pub roles: u8,
     pub end_reason: Option<EndReason>,
     /// When the last heartbeat was accepted (memory only), for the rate limit.
     pub heartbeat_at: Millis,
@@ -125,10 +128,17 @@ impl Entry {
             recheck_at,
             uid,
             class,
+            roles: 0,
             end_reason: None,
             heartbeat_at: Millis(0),
             queued: false,
         }
+    }
+
+    /// The stored `class` column: the class, and the roles in bits 4 and 5
+    /// (older rows have none: 0).
+    pub(crate) fn class_column(&self) -> i64 {
+        self.class.to_i64() | i64::from(self.roles & 3) << 4
     }
     pub fn is_ended(&self) -> bool {
         self.end_reason.is_some()
@@ -148,7 +158,14 @@ impl Entry {
             created: Millis(created),
             last_activity: Millis(last),
             uid: uid as i32,
-            class: UserClass::from_i64(class),
+            // Bits other than the class's and the roles': internal, as any
+            // unknown class (never exempt by accident).
+            class: UserClass::from_i64(if class & !0x3f == 0 {
+                class & 0xf
+            } else {
+                class
+            }),
+            roles: ((class >> 4) & 3) as u8,
             ended_at: Millis(ended.unwrap_or(0)),
             // An ended row with an unreadable reason stays ended.
             end_reason: ended.map(|_| {

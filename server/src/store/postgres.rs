@@ -276,7 +276,7 @@ impl Pg {
                 created.push(e.created.0);
                 last.push(e.last_activity.0);
                 uid.push(e.uid);
-                class.push(e.class.to_i64() as i16);
+                class.push(e.class_column() as i16);
                 verified.push(e.recheck_at == 0);
             }
             // One statement for the whole window, in key order (replicas
@@ -327,7 +327,7 @@ impl Pg {
         let expiries = changes.expiries.iter().map(|(k, e, c)| (k, e, Some(*c)));
         for (k, e, cutoff) in endings.chain(expiries) {
             let reason = e.end_reason.unwrap_or(EndReason::Revoked);
-            let class = e.class.to_i64() as i16;
+            let class = e.class_column() as i16;
             let verified = e.recheck_at == 0;
             let params: [&(dyn postgres::types::ToSql + Sync); 8] = [
                 &&k.0[..],

@@ -106,7 +106,7 @@ impl Sqlite {
                         e.created.0,
                         e.last_activity.0,
                         e.uid,
-                        e.class.to_i64(),
+                        e.class_column(),
                         (e.recheck_at == 0) as i64
                     ])
                     .map_err(err)?;
@@ -142,7 +142,7 @@ impl Sqlite {
                     e.created.0,
                     e.last_activity.0,
                     e.uid,
-                    e.class.to_i64(),
+                    e.class_column(),
                     (e.recheck_at == 0) as i64,
                     e.ended_at.0,
                     reason.as_str()

@@ -106,7 +106,7 @@ async fn a_timeout_change_applies_at_once_without_restart() {
         .filter_map(|e| e["detail"].as_str())
         .collect();
     assert!(
-        details.contains(&"activity_session_timeout_key: 60 -> 600"),
+        details.contains(&"activity_session_timeout_key: 60 -> 600 (by the admin API)"),
         "{details:?}"
     );
 }

@@ -209,4 +209,63 @@ fn settings_and_sessions_subcommands_drive_the_running_server() {
     );
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("\"configured\": \"900\""), "{out}");
+    // Policy per group and per user: a preset, a rule, the report.
+    let (code, out, err) = cli(
+        &[
+            "policy",
+            "preset",
+            "nist-aal3",
+            "--for",
+            "admin",
+            "--by",
+            "alice",
+        ],
+        true,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("preset nist-aal3 applied to admin: idle 900 s, absolute 43200 s"),
+        "{out}"
+    );
+    let (code, _, err) = cli(
+        &["policy", "set", "user:7", "--exempt", "--login", "kiosk"],
+        true,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = cli(
+        &["policy", "set", "user:7", "--exempt", "--idle", "60"],
+        true,
+    );
+    assert_eq!(code, Some(2), "clap refuses exempt with limits: {err}");
+    let (code, _, err) = cli(&["policy", "set", "staff", "--idle", "60"], true);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a rule subject"), "{err}");
+    let (code, out, err) = cli(&["policy", "report"], true);
+    assert_eq!(code, Some(0), "{err}");
+    let row = |who: &str| {
+        out.lines()
+            .find(|l| l.starts_with(who))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row("every internal user (default)").contains("15 min"),
+        "{out}"
+    );
+    assert!(row("group admin").contains("15 min  12 h"), "{out}");
+    assert!(row("user kiosk (uid 7)").contains("exempt"), "{out}");
+    assert!(out.contains("pci-dss-4   PCI DSS 4.0, Req. 8.2.8"), "{out}");
+    let (code, out, err) = cli(&["policy", "report", "--format", "json"], true);
+    assert_eq!(code, Some(0), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["lines"][1]["subject"], "admin");
+    assert_eq!(json["lines"][1]["idle_s"], 900);
+    assert_eq!(json["standards"].as_array().map(Vec::len), Some(6));
+    let (code, _, err) = cli(&["policy", "report", "--format", "xml"], true);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, out, err) = cli(&["policy", "unset", "user:7"], true);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("the rule of user:7 is removed"), "{out}");
+    let (code, _, _) = cli(&["policy", "unset", "user:7"], true);
+    assert_eq!(code, Some(1), "404: nothing to remove");
 }

@@ -259,3 +259,128 @@ async fn the_notice_lead_set_in_the_erp_is_read_with_the_timeout_and_owned_by_it
         (409, Some("managed_by_erp"))
     );
 }
+
+async fn rules_when(app: &TestApp, want: usize) -> serde_json::Value {
+    for _ in 0..100 {
+        let p = app.admin("GET", "policy", None).await.body;
+        if p["rules"].as_array().map(Vec::len) == Some(want) {
+            return p;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the sidecar never took {want} rules from the ERP");
+}
+
+#[actix_rt::test]
+async fn rules_and_requests_to_end_sessions_come_from_the_erp() {
+    let answer = |rules: serde_json::Value, ends: serde_json::Value| {
+        serde_json::json!({
+            "activity_session_timeout_key": "60", "warn_before_s": null,
+            "absolute_lifetime_s": null, "policy_rules": rules,
+            "policy_changed_by": "alice", "end_sessions": ends,
+        })
+    };
+    let value = Arc::new(Mutex::new(answer(
+        serde_json::json!([]),
+        serde_json::json!([]),
+    )));
+    let url = erp_route(value.clone()).await;
+    let erp = ErpSettings {
+        url,
+        token: ERP_TOKEN.into(),
+        interval: Duration::from_millis(100),
+    };
+    let app = spawn_with(Options {
+        timeout: None,
+        erp_settings: Some(erp.clone()),
+        ..Default::default()
+    })
+    .await;
+    spawn_poller(app.state.clone(), erp, Duration::from_secs(1));
+    effective_when(&app, 60).await;
+    let a = app.login("admin").await;
+    app.check(&a).await;
+    let uid = app.admin("GET", "sessions?state=active", None).await.body["sessions"][0]["uid"]
+        .as_i64()
+        .unwrap();
+    // A group of the ERP with its members: the admin is one.
+    *value.lock().unwrap() = answer(
+        serde_json::json!([{"id": 1, "group": "Accounting / Billing", "group_xmlid": "account.group_account_invoice",
+                             "uids": [uid, 99], "idle_s": 30, "absolute_s": null}]),
+        serde_json::json!([]),
+    );
+    let p = rules_when(&app, 1).await;
+    assert_eq!(p["source"], "erp");
+    assert_eq!(
+        app.check(&a).await.body["timeout_s"],
+        30,
+        "the open session takes it"
+    );
+    let audit = app.admin("GET", "audit?limit=1000", None).await.text;
+    assert!(
+        audit.contains(r#"policy_rules: (unset) -> [{\"id\":1,\"group\":\"Accounting / Billing\""#),
+        "{audit}"
+    );
+    assert!(audit.contains("(from the ERP, by alice)"), "{audit}");
+    // The sidecar's API only reads them.
+    let r = app
+        .admin("PUT", "policy/rules/admin", Some(r#"{"idle_s": 600}"#))
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (409, Some("managed_by_erp"))
+    );
+    let report = app.admin("GET", "policy/report", None).await.body;
+    assert_eq!(
+        report["lines"][1]["applies_to"],
+        "group Accounting / Billing"
+    );
+    assert_eq!(report["lines"][1]["idle_s"], 30);
+    // A rule the sidecar refuses keeps the rules in force, and says why.
+    *value.lock().unwrap() = answer(
+        serde_json::json!([{"group": "Sales", "uids": [2], "idle_s": 0}]),
+        serde_json::json!([]),
+    );
+    let mut said = String::new();
+    for _ in 0..100 {
+        said = app.admin("GET", "settings", None).await.body["erp"]["last_error"].to_string();
+        if said.contains("idle_s 0") {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(said.contains("the rules in force stay"), "{said}");
+    assert_eq!(app.check(&a).await.body["timeout_s"], 30);
+    // The button on the user's form: every session begun before it ends, later ones stay.
+    let b = app.login("admin").await;
+    app.check(&b).await;
+    let asked = app.state.sessions.clock.now().0;
+    app.advance(1.0);
+    let later = app.login("admin").await;
+    app.check(&later).await;
+    *value.lock().unwrap() = answer(
+        serde_json::json!([]),
+        serde_json::json!([{"uid": uid, "login": "admin", "at_ms": asked, "by": "bob"}, {"bad": 1}]),
+    );
+    for _ in 0..100 {
+        if state_of(&app.check(&b).await) == "expired" {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    for c in [&a, &b] {
+        assert_eq!(app.check(c).await.body["reason"], "revoked");
+    }
+    assert_eq!(
+        state_of(&app.check(&later).await),
+        "active",
+        "a login after the request is spared"
+    );
+    let audit = app.admin("GET", "audit?limit=1000", None).await.text;
+    assert!(
+        audit.contains(&format!(
+            "uid {uid}: 2 sessions ended (asked by bob in the ERP)"
+        )),
+        "{audit}"
+    );
+}

@@ -15,3 +15,4 @@ mod erp_settings;
 mod faults;
 mod fuzz;
 mod identity;
+mod policy;
