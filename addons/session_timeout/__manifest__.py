@@ -11,6 +11,10 @@
     "license": "LGPL-3",
     "depends": ["base_setup", "web"],
     "data": [
+        "security/ir.model.access.csv",
+        # Before the settings view, whose buttons open its actions.
+        "views/session_timeout_rule_views.xml",
+        "views/res_users_views.xml",
         "views/res_config_settings_views.xml",
     ],
     "assets": {

@@ -1,4 +1,8 @@
-//! The idle timeout read from the ERP, when the ERP owns it.
+//! The idle timeout read from the ERP, when the ERP owns it; with the
+//! addon that sends them, also the notice's lead, the absolute lifetime,
+//! the rules per group and per user (each group with its members' user
+//! ids, as Odoo computes them) and the administrators' requests to end
+//! every session of a user (the button on the user's form).
 //!
 //! With `--erp-settings-url`, the ERP's system parameter
 //! `activity_session_timeout_key` (Odoo: General Settings, "Session timeout")
@@ -237,6 +241,12 @@ async fn apply(
             .apply_erp(sessions, WARN_KEY, warn, None)
             .await
             .map_err(stored)?;
+    }
+    if let Some(src) = &settings.erp {
+        src.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .owns_lifetime = answer.lifetime.is_some();
     }
     if let Some(lifetime) = answer.lifetime {
         settings

@@ -111,6 +111,9 @@ pub struct SyncStatus {
     pub last_ok_ms: Option<u64>,
     /// Why the last read failed, if it did.
     pub last_error: Option<String>,
+    /// Whether the ERP sends the absolute lifetime (an addon with the
+    /// field): then the ERP owns it as it owns the timeout.
+    pub owns_lifetime: bool,
 }
 
 /// The ERP's source of the timeout, as the admin API shows it.

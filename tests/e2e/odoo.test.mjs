@@ -3,7 +3,8 @@
 // reading the timeout from the addon, real nginx with deploy/nginx as shipped
 // in front, and real headless Chromium. Runs whenever an Odoo tree is found
 // (ODOO_SRC_17 / ODOO_SRC_18, or ../shared/odoo/<series>); prints SKIPPED when
-// none is, and fails instead of skipping when CI=true.
+// none is, and fails instead of skipping when CI=true. Step 8 (issue #14):
+// rules per group set in Odoo, the report, and "End every session".
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -353,6 +354,140 @@ for (const series of SERIES) {
         await stack.rpc.kw('ir.config_parameter', 'set_param', ['session_timeout_warn_before_s', '0']);
         await sidecarEnforces(stack, 300, 'the sidecar to enforce 300 s again');
         for (const p of [n, h]) assert.deepEqual(p.seen.errors, [], `no console error (${p.name})`);
+      });
+
+      await t.test('8. rules per group: each user gets their own deadline, the strictest wins, a change reaches an open session, the report matches, "End every session" on the user form', async () => {
+        const SHORT = 30; const LONG = 90; const CHANGED = 60; // seconds: the 2- and 10-minute rules of a real setup, shortened
+        const rpc = stack.rpc;
+        const ref = async (xmlid) => {
+          const [module, name] = xmlid.split('.');
+          const [r] = await rpc.kw('ir.model.data', 'search_read', [[['module', '=', module], ['name', '=', name]], ['res_id']]);
+          return r.res_id;
+        };
+        const internal = await ref('base.group_user');
+        const shortGroup = await rpc.kw('res.groups', 'create', [{ name: 'Timeout test: short' }]);
+        const longGroup = await rpc.kw('res.groups', 'create', [{ name: 'Timeout test: long' }]);
+        const user = (login, groups) => rpc.kw('res.users', 'create', [{ name: login, login, password: login, groups_id: [[6, 0, [internal, ...groups]]] }]);
+        const uShort = await user('st_short', [shortGroup]);
+        const uLong = await user('st_long', [longGroup]);
+        await user('st_both', [shortGroup, longGroup]);
+        const ruleShort = await rpc.kw('session_timeout.rule', 'create', [{ group_id: shortGroup, idle_s: SHORT }]);
+        const ruleLong = await rpc.kw('session_timeout.rule', 'create', [{ group_id: longGroup, idle_s: LONG }]);
+        const rulesRead = await waitFor(async () => (await sidecar.admin('policy')).body.rules.length === 2,
+          { timeoutMs: 10000, stepMs: 100, what: 'the sidecar to read both rules from Odoo' });
+        console.log(`# ${series}: rules created in Odoo, read by the sidecar ${rulesRead} ms later`);
+        const policy = (await sidecar.admin('policy')).body;
+        assert.equal(policy.source, 'erp');
+        assert.deepEqual(policy.rules.map((r) => [r.group, r.uids.length, r.idle_s]),
+          [['Timeout test: short', 2, SHORT], ['Timeout test: long', 2, LONG]], JSON.stringify(policy.rules));
+        assert.ok(policy.rules[0].uids.includes(uShort) && policy.rules[1].uids.includes(uLong), 'the members as Odoo has them');
+
+        // Each logs in through the form; the sidecar times each by their own rule.
+        const pages = {};
+        for (const login of ['st_short', 'st_long', 'st_both']) {
+          pages[login] = await openPage(stack, `${login} (rules)`);
+          await loginForm(pages[login], stack.url, login);
+          await backOfficeShown(pages[login]);
+        }
+        for (const p of Object.values(pages)) await clientSettled(p);
+        const cookies = {};
+        for (const [login, p] of Object.entries(pages)) cookies[login] = await cookieOf(p);
+        const own = async (login) => (await sidecar.check(cookies[login])).timeout_s;
+        assert.equal(await own('st_short'), SHORT);
+        assert.equal(await own('st_long'), LONG);
+        assert.equal(await own('st_both'), SHORT, 'in both groups: the shorter');
+        // Idle, the short and the both land on the login page on their own deadline; the long one stays.
+        const { remaining_ms: left } = await sidecar.check(cookies.st_short);
+        const { remaining_ms: leftBoth } = await sidecar.check(cookies.st_both);
+        const t0 = Date.now();
+        await waitFor(async () => path_(pages.st_short.page) === '/web/login',
+          { timeoutMs: left + 6000, stepMs: 100, what: 'the short-rule user on the login page' });
+        const late = Date.now() - t0 - left;
+        console.log(`# ${series}: ${SHORT} s rule: the tab on the login page ${late} ms after the deadline`);
+        assert.ok(late > -300, `not before the deadline (${late} ms)`);
+        assert.ok(late <= 2500, `within 2.5 s of the deadline (${late} ms late)`);
+        await waitFor(async () => path_(pages.st_both.page) === '/web/login',
+          { timeoutMs: Math.max(0, leftBoth - (Date.now() - t0)) + 6000, stepMs: 100, what: 'the user in both groups on the login page' });
+        assert.ok(inBackOffice(pages.st_long.page, bo), `the ${LONG} s user is still in (${pages.st_long.page.url()})`);
+        assert.equal((await sidecar.check(cookies.st_long)).state, 'active');
+
+        // A rule changed in Odoo reaches the open session within seconds.
+        // st_long keeps working from here to the button below (real input: heartbeats).
+        let busy = true;
+        const longBusy = (async () => {
+          for (let x = 10; busy; x = 310 - x) { await pages.st_long.page.mouse.move(x, 300, { steps: 2 }).catch(() => {}); await sleep(1000); }
+        })();
+        t.after(() => { busy = false; });
+        await rpc.kw('session_timeout.rule', 'write', [[ruleLong], { idle_s: CHANGED }]);
+        const changedIn = await waitFor(async () => (await own('st_long')) === CHANGED, { timeoutMs: 8000, stepMs: 100, what: 'the open session to take the changed rule' });
+        console.log(`# ${series}: a changed rule reached the open session in ${changedIn} ms`);
+        const audit = (await sidecar.admin('audit?limit=1000')).body.events.map((e) => e.detail || '').join('\n');
+        assert.match(audit, new RegExp(`policy_rules: .*"idle_s":${LONG}.* -> .*"idle_s":${CHANGED}.* \\(from the ERP, by admin\\)`), 'the change audited, old and new, by whom');
+
+        // The report in Odoo: the figures the sidecar reports and enforces.
+        const action = await rpc.kw('session_timeout.report.line', 'action_session_timeout_open_report');
+        const lines = await rpc.kw('session_timeout.report.line', 'search_read', [action.domain, ['applies_to', 'idle_s', 'absolute_s', 'exempt', 'pci_dss_4', 'psd2']]);
+        const sidecarReport = (await sidecar.admin('policy/report')).body.lines;
+        const inOdoo = (name) => lines.find((l) => l.applies_to.includes(name));
+        const inSidecar = (name) => sidecarReport.find((l) => l.applies_to.includes(name));
+        assert.equal(inOdoo('short').idle_s, SHORT);
+        assert.equal(inOdoo('long').idle_s, CHANGED);
+        for (const name of ['short', 'long']) {
+          assert.equal(inSidecar(name).idle_s, inOdoo(name).idle_s, `the sidecar's report says the same for ${name}`);
+          assert.equal(inSidecar(name).standards.find((v) => v.standard === 'pci-dss-4').met, inOdoo(name).pci_dss_4 === 'met');
+        }
+        assert.equal(inOdoo('default').idle_s, (await sidecar.settings()).activity_session_timeout_key.effective);
+        assert.equal(await own('st_long'), inOdoo('long').idle_s, 'enforced as reported');
+        // The rules list and the report open in the back office.
+        const k = await openPage(stack, 'admin K (rules, report, user form)');
+        await loginForm(k, stack.url, 'admin');
+        await backOfficeShown(k);
+        const actionUrl = (xmlid) => (series === '17.0' ? `${stack.url}/web#action=${xmlid}` : `${stack.url}/odoo/action-${xmlid}`);
+        await k.page.goto(actionUrl('session_timeout.session_timeout_rule_action'));
+        await k.page.locator('.o_data_row').first().waitFor({ state: 'visible', timeout: 30000 });
+        assert.equal(await k.page.locator('.o_data_row').count(), 2, 'both rules listed');
+        await k.page.goto('about:blank');
+        await k.page.goto(actionUrl('session_timeout.session_timeout_report_action'));
+        await k.page.locator('.o_data_row:has-text("Timeout test: long")').waitFor({ state: 'visible', timeout: 30000 });
+
+        // "End every session" on st_long's form: both of st_long's browsers go to the login page.
+        const second = await openPage(stack, 'st_long, second browser');
+        await loginForm(second, stack.url, 'st_long');
+        await backOfficeShown(second);
+        await clientSettled(second);
+        const cookie2 = await cookieOf(second);
+        await k.page.goto('about:blank'); // a page load, not a change of the hash (17)
+        await k.page.goto(series === '17.0'
+          ? `${stack.url}/web#action=base.action_res_users&id=${uLong}&model=res.users&view_type=form`
+          : `${stack.url}/odoo/action-base.action_res_users/${uLong}`);
+        const button = k.page.locator('button[name="action_session_timeout_end_sessions"]');
+        await button.waitFor({ state: 'visible', timeout: 30000 }).catch(async (e) => {
+          await k.page.screenshot({ path: path.join(tmpdir(), `st-user-form-${series}.png`) });
+          throw e;
+        });
+        busy = false;
+        await longBusy;
+        await button.click();
+        // Odoo asks to confirm (the button's `confirm`): the administrator does.
+        const ok = k.page.locator('.modal-footer button.btn-primary');
+        await ok.waitFor({ state: 'visible', timeout: 10000 });
+        const clicked = Date.now();
+        await ok.click();
+        await waitFor(async () => (await sidecar.check(cookies.st_long)).state === 'expired' && (await sidecar.check(cookie2)).state === 'expired',
+          { timeoutMs: 8000, stepMs: 100, what: "both of st_long's sessions to end" });
+        console.log(`# ${series}: "End every session" clicked, both sessions refused ${Date.now() - clicked} ms later`);
+        assert.equal((await sidecar.check(cookie2)).reason, 'revoked');
+        for (const p of [pages.st_long, second]) {
+          await p.page.mouse.move(50, 250, { steps: 2 });
+          await waitFor(() => path_(p.page) === '/web/login', { timeoutMs: 15000, stepMs: 100, what: `${p.name} on the login page` });
+        }
+        const ended = (await sidecar.admin('audit?limit=1000')).body.events.map((e) => e.detail || '').join('\n');
+        assert.match(ended, new RegExp(`uid ${uLong}: 2 sessions ended \\(asked by admin in the ERP\\)`));
+        assert.ok(inBackOffice(k.page, bo), 'the administrator who asked is still in');
+        assert.deepEqual(k.seen.errors, [], 'no console error');
+        // Cleanup for what follows: no rules.
+        await rpc.kw('session_timeout.rule', 'unlink', [[ruleShort, ruleLong]]);
+        await waitFor(async () => (await sidecar.admin('policy')).body.rules.length === 0, { timeoutMs: 10000, what: 'the rules to go' });
       });
 
       await t.test('6. sidecar stopped: the back office still loads, one warning, no error dialog', async () => {

@@ -1,5 +1,7 @@
 """The route the session-timeout sidecar reads the idle timeout (and the
-lead of the opt-in notice before a logout) from.
+lead of the opt-in notice before a logout, the default absolute lifetime, the
+rules per group and per user, and the requests to end every session of a
+user) from.
 
 The system parameter ``activity_session_timeout_key`` is the one source of
 truth for the idle timeout. The sidecar (started with ``--erp-settings-url``)
@@ -8,6 +10,9 @@ sidecar proves itself with a bearer token, the option ``session_timeout_token``
 of odoo.conf (the same value as the sidecar's ``--erp-token-file``). The token
 lives in server files only: it is never stored in the database or sent to a
 browser.
+
+The answer is deterministic: the same data give byte-identical JSON, as the
+sidecar compares it with the last one to tell a change.
 """
 
 import hmac
@@ -17,7 +22,7 @@ from odoo import http
 from odoo.http import request
 from odoo.tools import config
 
-from ..models.res_config_settings import TIMEOUT_KEY, WARN_KEY
+from ..models.res_config_settings import LIFETIME_KEY, TIMEOUT_KEY, WARN_KEY
 
 MIN_TOKEN_LENGTH = 16
 
@@ -57,8 +62,16 @@ class SessionTimeoutSettings(http.Controller):
         params = request.env["ir.config_parameter"].sudo()
         raw = params.get_param(TIMEOUT_KEY)
         warn = params.get_param(WARN_KEY)
+        lifetime = params.get_param(LIFETIME_KEY)
+        rules = request.env["session_timeout.rule"].sudo()
         return _json(200, {
             TIMEOUT_KEY: raw if raw is not False else None,
             # The sidecar's name for it (warn_before_s); null when never set.
             "warn_before_s": warn if warn is not False else None,
+            # Raw, as the timeout: the sidecar checks it (0 = none); null when never set.
+            "absolute_lifetime_s": lifetime if lifetime is not False else None,
+            "policy_rules": rules._session_timeout_policy_rules(),
+            # For the sidecar's audit log of a change of the rules.
+            "policy_changed_by": rules._session_timeout_changed_by(),
+            "end_sessions": request.env["res.users"].sudo()._session_timeout_end_requests(),
         })

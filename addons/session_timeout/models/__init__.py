@@ -1,1 +1,1 @@
-from . import res_config_settings
+from . import res_config_settings, res_users, session_timeout_rule, session_timeout_report

@@ -179,6 +179,23 @@ pub async fn change_settings(
                     ),
                 ))
             }
+            LIFETIME_KEY
+                if st.settings.erp.as_ref().is_some_and(|e| {
+                    e.status
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .owns_lifetime
+                }) =>
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "managed_by_erp",
+                    format!(
+                        "`{LIFETIME_KEY}` is set in the ERP (Odoo: Settings > General Settings > \
+                         Absolute lifetime), which this sidecar reads; change it there"
+                    ),
+                ))
+            }
             TIMEOUT_KEY => policy::parse_timeout(&text).map(|_| ()),
             LIFETIME_KEY => policy::parse_lifetime(&text).map(|_| ()),
             WARN_KEY => policy::parse_seconds(&text, 0, MAX_WARN_BEFORE_S).map(|_| ()),

@@ -306,6 +306,11 @@ impl Sessions {
         for r in ended {
             count += usize::from(r?);
         }
+        if count == 0 && before.is_some() {
+            // The ERP's request read again (a restart, another replica that
+            // carried it out first): nothing to record.
+            return Ok(0);
+        }
         let detail = format!("uid {uid}: {count} sessions ended (asked by {asked_by})");
         self.store.note("user_sessions_ended", &detail).await?;
         log::info!("every session of user {uid} ended: {count} (asked by {asked_by})");

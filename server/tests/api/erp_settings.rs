@@ -311,6 +311,14 @@ async fn rules_and_requests_to_end_sessions_come_from_the_erp() {
     );
     let p = rules_when(&app, 1).await;
     assert_eq!(p["source"], "erp");
+    // This addon sends the absolute lifetime too: the ERP owns it.
+    let r = app
+        .admin("PUT", "settings", Some(r#"{"absolute_lifetime_s": 3600}"#))
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (409, Some("managed_by_erp"))
+    );
     assert_eq!(
         app.check(&a).await.body["timeout_s"],
         30,
