@@ -291,6 +291,11 @@ impl Compiled {
         c
     }
 
+    /// No rule at all.
+    pub fn is_empty(&self) -> bool {
+        self.empty
+    }
+
     /// The policy for a user with these facts, given the global one.
     pub fn effective(&self, default: Policy, f: Facts) -> Effective {
         if self.empty {

@@ -123,10 +123,7 @@ pub(super) async fn config(req: HttpRequest, st: web::Data<AppState>) -> HttpRes
         .ok()
         .and_then(|c| st.sessions.store.get(&st.sessions.key(&c)))
         .map_or(policies.default, |e| policies.timed(&e));
-    let pace = policies
-        .rules
-        .strictest_idle_ms(policies.default)
-        .min(own.timeout_ms);
+    let pace = policies.strictest_idle_ms().min(own.timeout_ms);
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({

@@ -74,8 +74,10 @@ pub struct Sessions {
     /// The policy in force, read lock-free on every request.
     timeout_ms: AtomicI64,
     lifetime_ms: AtomicI64,
-    /// The rules per group and per user in force (settings set them).
-    rules: RwLock<Arc<Compiled>>,
+    /// The rules per group and per user in force (settings set them);
+    /// `None` when there are none, which every request sees without a lock.
+    rules: RwLock<Option<Arc<Compiled>>>,
+    has_rules: std::sync::atomic::AtomicBool,
     lookups: tokio::sync::Semaphore,
     /// Lookups under way, so that concurrent first requests of one session
     /// ask the ERP once and the others wait for that answer.
@@ -106,6 +108,7 @@ impl Sessions {
             timeout_ms: AtomicI64::new(Policy::default().timeout_ms),
             lifetime_ms: AtomicI64::new(0),
             rules: RwLock::default(),
+            has_rules: Default::default(),
             lookups,
             inflight: Mutex::default(),
         }
@@ -129,14 +132,20 @@ impl Sessions {
     /// Puts rules per group and per user in force: the next request and the
     /// next sweep judge every open session by them.
     pub fn set_rules(&self, rules: Compiled) {
-        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        let rules = (!rules.is_empty()).then(|| Arc::new(rules));
+        self.has_rules.store(rules.is_some(), Ordering::Release);
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = rules;
     }
 
     /// The global policy and the rules in force, read once per request.
     pub fn policies(&self) -> Policies {
         Policies {
             default: self.policy(),
-            rules: self.rules.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            rules: if self.has_rules.load(Ordering::Acquire) {
+                self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+            } else {
+                None
+            },
         }
     }
 
@@ -582,14 +591,23 @@ fn judge(
 /// The global policy and the rules, as one request or sweep reads them.
 pub struct Policies {
     pub default: Policy,
-    pub rules: Arc<Compiled>,
+    pub rules: Option<Arc<Compiled>>,
 }
 
 impl Policies {
     /// What applies to a session, by its owner as the ERP named them.
     pub fn for_entry(&self, e: &Entry) -> Effective {
-        self.rules
-            .effective(self.default, Facts::with_roles(e.uid, e.roles))
+        match &self.rules {
+            None => Effective::Timed(self.default),
+            Some(r) => r.effective(self.default, Facts::with_roles(e.uid, e.roles)),
+        }
+    }
+
+    /// The shortest idle timeout any session can have now.
+    pub fn strictest_idle_ms(&self) -> i64 {
+        self.rules.as_ref().map_or(self.default.timeout_ms, |r| {
+            r.strictest_idle_ms(self.default)
+        })
     }
 
     /// The policy of a timed session (the default for an exempt one).

@@ -546,3 +546,42 @@ async fn ending_every_session_of_a_user_through_one_replica_reaches_every_replic
         format!("uid {uid}: 2 sessions ended (asked by security officer)")
     );
 }
+
+#[actix_rt::test]
+async fn a_rule_set_through_one_replica_times_the_users_sessions_on_every_other_within_a_second() {
+    if !postgres_installed() {
+        return;
+    }
+    let pg = Pg::start();
+    let erp = Erp::start(pg.dir.path());
+    let info = erp.session_info_url();
+    let o = || ReplicaOptions {
+        session_info_url: Some(&info),
+        ..Default::default()
+    };
+    let (a, b) = (Replica::start(&pg, o()), Replica::start(&pg, o()));
+    let c = client();
+    // The ERP's administrator (is_admin): met by A only.
+    let admin = erp.login(&c, "admin").await;
+    assert_eq!(a.auth(&c, &admin).await, 204);
+    let r = call(
+        &c,
+        "PUT",
+        &format!("{}/admin/policy/rules/admin", b.base),
+        None,
+        Some(r#"{"idle_s": 45, "by": "security officer"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for r in [&a, &b] {
+        within(Duration::from_secs(1), || async {
+            r.check(&c, &admin).await.body["timeout_s"] == 45
+        })
+        .await
+        .unwrap_or_else(|| panic!("{} does not time the admin by the new rule", r.base));
+    }
+    let audited = pg.psql(
+        "SELECT count(*) FROM session_timeout.audit WHERE detail LIKE 'policy_rules admin: (none) -> %(by security officer)'",
+    );
+    assert_eq!(audited, "1", "the change is audited once, with who made it");
+}
