@@ -19,9 +19,9 @@ fn main() -> anyhow::Result<()> {
     secret_path.push(".secret");
     let secret = load_or_create_secret(&PathBuf::from(secret_path)).map_err(anyhow::Error::msg)?;
     // Let the real store create and migrate the schema.
-    Store::open(&db, StoreOptions::default(), SystemClock.now())?.close();
+    Store::open(&db, StoreOptions::default(), SystemClock::new().now())?.close();
     let mut conn = rusqlite::Connection::open(&db)?;
-    let now = SystemClock.now().0;
+    let now = SystemClock::new().now().0;
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare(

@@ -112,7 +112,7 @@ async fn run(mut settings: Settings, demo: Option<(PathBuf, bool)>) -> i32 {
         // The demo ERP answers the session-info lookups itself.
         settings.session_info_url = Some(format!("http://{addr}/web/session/get_session_info"));
     }
-    let state = match startup::open_state(&settings, Arc::new(SystemClock)).await {
+    let state = match startup::open_state(&settings, Arc::new(SystemClock::new())).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("session-timeout: {e}");

@@ -92,10 +92,11 @@ export async function heartbeatsAtServer(demo) {
 
 /** Polls until `fn` is true; returns the time it took, or throws. */
 export async function waitFor(fn, { timeoutMs, stepMs = 50, what = 'condition' }) {
-  const start = Date.now();
+  // The monotonic clock: a step of the wall clock (NTP on a shared machine) must not cut a wait short.
+  const start = performance.now();
   for (;;) {
-    if (await fn()) return Date.now() - start;
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (await fn()) return Math.round(performance.now() - start);
+    if (performance.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(stepMs);
   }
 }
