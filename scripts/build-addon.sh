@@ -13,7 +13,8 @@
 #     static/lib/<hash>/, where <hash> is the first 12 hex digits of the sha256
 #     of those files: Odoo serves /static/ with a one-week cache and no content
 #     hash of its own, so a new build must have new URLs. The service under
-#     static/src/ gets that folder name in place of @@BUNDLE@@.
+#     static/src/ gets that folder name in place of @@BUNDLE@@;
+#   - for 17.0, list views and view modes in 17.0's word ("tree" for "list").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,6 +58,16 @@ js = service.read_text()
 if js.count("@@BUNDLE@@") != 1:
     sys.exit("build-addon.sh: expected @@BUNDLE@@ once in static/src/session_timeout_service.js")
 service.write_text(js.replace("@@BUNDLE@@", bundle))
+# List views are written as 18.0 has them; 17.0 knows only <tree> and the
+# view mode "tree" (and 18.0 only <list> and "list").
+if series == "17.0":
+    for xml in pathlib.Path(out, "views").glob("*.xml"):
+        text = xml.read_text()
+        new = (text.replace("<list ", "<tree ").replace("<list>", "<tree>").replace("</list>", "</tree>")
+               .replace('<field name="view_mode">list,', '<field name="view_mode">tree,'))
+        if new != text:
+            xml.write_text(new)
+    assert "<list" not in "".join(x.read_text() for x in pathlib.Path(out, "views").glob("*.xml"))
 PY
   (cd "$(dirname "$out")" && python3 -m zipfile -c "$DIST/session_timeout-$series.zip" session_timeout)
   echo "built dist/addons/$series/session_timeout (version $series.$version, client $hash) and dist/session_timeout-$series.zip"

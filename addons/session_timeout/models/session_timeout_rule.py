@@ -15,7 +15,6 @@ from odoo import _, api, fields, models
 from odoo.exceptions import ValidationError
 
 from .compliance import matching_preset, preset_selection, preset_values
-from .views_by_series import load_version_records
 
 MAX_RULE_S = 30 * 24 * 3600
 # The sidecar refuses a group name longer than this.
@@ -164,12 +163,6 @@ class SessionTimeoutRule(models.Model):
                 "at": fields.Datetime.to_string(fields.Datetime.now()),
             }))
         return super().unlink()
-
-    @api.model
-    def _session_timeout_load_version_records(self):
-        """Called from the data file: the records whose form differs between
-        17.0 and 18.0 (list views and the window action)."""
-        load_version_records(self.env)
 
     # The answer of the settings route. Deterministic: the same data give the
     # same JSON (the sidecar compares it with what it has to tell a change).
