@@ -477,10 +477,20 @@ for (const series of SERIES) {
           { timeoutMs: 8000, stepMs: 100, what: "both of st_long's sessions to end" });
         console.log(`# ${series}: "End every session" clicked, both sessions refused ${Date.now() - clicked} ms later`);
         assert.equal((await sidecar.check(cookie2)).reason, 'revoked');
-        for (const p of [pages.st_long, second]) {
+        // Each tab learns it at its next heartbeat (input), which waits for its slot (up to an
+        // interval, a quarter of the timeout, plus jitter, after the last one), and goes to the
+        // login page by itself.
+        await Promise.all([pages.st_long, second].map(async (p) => {
+          const t1 = performance.now();
           await p.page.mouse.move(50, 250, { steps: 2 });
-          await waitFor(() => path_(p.page) === '/web/login', { timeoutMs: 15000, stepMs: 100, what: `${p.name} on the login page` });
-        }
+          await waitFor(() => path_(p.page) === '/web/login', { timeoutMs: 35000, stepMs: 100, what: `${p.name} on the login page` })
+            .catch(async (e) => {
+              const s = await serviceState(p).catch((err) => ({ error: err.message }));
+              e.message += ` (at ${p.page.url()}; client ${JSON.stringify(s)}; console errors ${JSON.stringify(p.seen.errors.slice(-5))})`;
+              throw e;
+            });
+          console.log(`# ${series}: ${p.name} on the login page ${Math.round(performance.now() - t1)} ms after its input`);
+        }));
         const ended = (await sidecar.admin('audit?limit=1000')).body.events.map((e) => e.detail || '').join('\n');
         assert.match(ended, new RegExp(`uid ${uLong}: 2 sessions ended \\(asked by admin in the ERP\\)`));
         assert.ok(inBackOffice(k.page, bo), 'the administrator who asked is still in');
