@@ -49,8 +49,11 @@ impl SystemClock {
         let off = self.offset.load(Ordering::Relaxed);
         let gap = wall - mono - off;
         if gap == 0 {
-            // In step: a later step is slewed from here.
-            self.adjusted.store(mono, Ordering::Relaxed);
+            // In step: a later step is slewed from here. Noted once a second
+            // at most, not on every request (at most 10 ms credited early).
+            if mono - self.adjusted.load(Ordering::Relaxed) >= 1_000 {
+                self.adjusted.store(mono, Ordering::Relaxed);
+            }
         } else {
             let step = if gap.abs() <= SMALL_GAP_MS {
                 gap

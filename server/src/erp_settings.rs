@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use actix_web::web;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::ErpSettings;
@@ -26,11 +27,12 @@ use crate::policy::Millis;
 use crate::rules::{self, RULES_KEY};
 use crate::settings::{LIFETIME_KEY, TIMEOUT_KEY, WARN_KEY};
 
-/// Interprets the addon's answer: `{"activity_session_timeout_key": "300"}`,
-/// the raw parameter as stored in the ERP (`null` when unset). The value is
-/// not validated here: an invalid one is stored as configured, and the policy
-/// falls back to 300 s for it, exactly as for a value typed into the ERP.
-pub fn parse_answer(status: u16, body: &[u8]) -> Result<Option<String>, String> {
+/// Interprets the addon's answer (parsed once): `{"activity_session_timeout_key":
+/// "300"}`, the raw parameter as stored in the ERP (`null` when unset), and
+/// what a newer addon sends beside it. The timeout is not validated here: an
+/// invalid one is stored as configured, and the policy falls back to 300 s
+/// for it, exactly as for a value typed into the ERP.
+pub fn parse_answer(status: u16, body: &[u8]) -> Result<ErpAnswer, String> {
     let detail = || {
         serde_json::from_slice::<Value>(body)
             .ok()
@@ -58,22 +60,26 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Option<String>, String> 
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| "the ERP's settings answer is not JSON".to_string())?;
-    match v.get(TIMEOUT_KEY) {
-        Some(raw) if raw.is_null() || raw.is_string() || raw.is_number() => Ok(raw_text(raw)),
-        Some(other) => Err(format!(
-            "the ERP's `{TIMEOUT_KEY}` is neither a string nor null: {}",
-            other.to_string().chars().take(80).collect::<String>()
-        )),
-        None => Err(format!("the ERP's settings answer has no `{TIMEOUT_KEY}`")),
-    }
-}
-
-/// The notice's lead in the addon's answer (`"warn_before_s"`, beside the
-/// timeout): `None` when the addon does not send it (an older one), else the
-/// raw value (`Some(None)` when unset).
-pub fn parse_warn_before(body: &[u8]) -> Option<Option<String>> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    v.get(WARN_KEY).map(raw_text)
+    let timeout = match v.get(TIMEOUT_KEY) {
+        Some(raw) if raw.is_null() || raw.is_string() || raw.is_number() => raw_text(raw),
+        Some(other) => {
+            return Err(format!(
+                "the ERP's `{TIMEOUT_KEY}` is neither a string nor null: {}",
+                other.to_string().chars().take(80).collect::<String>()
+            ))
+        }
+        None => return Err(format!("the ERP's settings answer has no `{TIMEOUT_KEY}`")),
+    };
+    // What an older addon does not send is `None`; unset in the ERP, `Some(None)`.
+    let optional = |key: &str| v.get(key).map(raw_text);
+    Ok(ErpAnswer {
+        timeout,
+        warn_before: optional(WARN_KEY),
+        lifetime: optional(LIFETIME_KEY),
+        rules: v.get(RULES_KEY).map(parse_rules),
+        changed_by: optional("policy_changed_by").flatten(),
+        end_requests: parse_end_requests(&v),
+    })
 }
 
 /// A setting as the ERP stores it: text (at most 64 characters), a number as
@@ -86,34 +92,21 @@ fn raw_text(v: &Value) -> Option<String> {
     }
 }
 
-/// A setting the addon may send beside the timeout: `None` when this addon
-/// does not send it (an older one), else the raw value (`Some(None)`: unset).
-pub fn parse_optional(body: &[u8], key: &str) -> Option<Option<String>> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    v.get(key).map(raw_text)
-}
-
 /// The rules per group and per user the addon sends (`policy_rules`), as
-/// their canonical text: `None` from an addon without rules; an error names
-/// the rule that is wrong (the rules in force then stay).
-pub fn parse_rules(body: &[u8]) -> Option<Result<String, String>> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let raw = v.get(RULES_KEY)?;
-    Some(
-        serde_json::from_value::<Vec<rules::Rule>>(raw.clone())
-            .map_err(|e| format!("the ERP's `{RULES_KEY}` are not rules: {e}"))
-            .and_then(|r| {
-                r.iter()
-                    .try_for_each(rules::Rule::validate)
-                    .map_err(|e| format!("the ERP sent a rule the sidecar refuses: {e}"))?;
-                // No rules at all reads as unset (the audit log says so).
-                Ok(if r.is_empty() {
-                    String::new()
-                } else {
-                    rules::rules_text(&r)
-                })
-            }),
-    )
+/// their canonical text; an error names the rule that is wrong (the rules
+/// in force then stay).
+fn parse_rules(raw: &Value) -> Result<String, String> {
+    let r = Vec::<rules::Rule>::deserialize(raw)
+        .map_err(|e| format!("the ERP's `{RULES_KEY}` are not rules: {e}"))?;
+    r.iter()
+        .try_for_each(rules::Rule::validate)
+        .map_err(|e| format!("the ERP sent a rule the sidecar refuses: {e}"))?;
+    // No rules at all reads as unset (the audit log says so).
+    Ok(if r.is_empty() {
+        String::new()
+    } else {
+        rules::rules_text(&r)
+    })
 }
 
 /// An administrator's request, in the ERP, to end every session of a user
@@ -130,20 +123,18 @@ pub struct EndRequest {
 }
 
 /// The requests the addon lists (`end_sessions`); malformed ones are skipped.
-pub fn parse_end_requests(body: &[u8]) -> Vec<EndRequest> {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
-    };
+fn parse_end_requests(v: &Value) -> Vec<EndRequest> {
     v.get("end_sessions")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|r| serde_json::from_value::<EndRequest>(r.clone()).ok())
+        .filter_map(|r| EndRequest::deserialize(r).ok())
         .filter(|r| r.uid > 0)
         .collect()
 }
 
 /// What one read of the ERP's settings gave.
+#[derive(Debug)]
 pub struct ErpAnswer {
     pub timeout: Option<String>,
     pub warn_before: Option<Option<String>>,
@@ -172,14 +163,7 @@ pub async fn fetch(cfg: &ErpSettings, timeout: Duration) -> Result<ErpAnswer, St
         .limit(4 * 1024 * 1024)
         .await
         .map_err(|e| format!("the ERP's settings answer is unreadable: {e}"))?;
-    Ok(ErpAnswer {
-        timeout: parse_answer(status, &body)?,
-        warn_before: parse_warn_before(&body),
-        lifetime: parse_optional(&body, LIFETIME_KEY),
-        rules: parse_rules(&body),
-        changed_by: parse_optional(&body, "policy_changed_by").flatten(),
-        end_requests: parse_end_requests(&body),
-    })
+    parse_answer(status, &body)
 }
 
 /// Reads the ERP's setting now and every `cfg.interval`, on the current
@@ -301,32 +285,30 @@ mod tests {
     #[test]
     fn answers_of_the_addon() {
         assert_eq!(
-            parse_answer(200, br#"{"activity_session_timeout_key": "900"}"#),
+            parse_answer(200, br#"{"activity_session_timeout_key": "900"}"#).map(|a| a.timeout),
             Ok(Some("900".into()))
         );
         assert_eq!(
-            parse_answer(200, br#"{"activity_session_timeout_key": null}"#),
+            parse_answer(200, br#"{"activity_session_timeout_key": null}"#).map(|a| a.timeout),
             Ok(None)
         );
         // Kept as typed in the ERP: the policy decides it is invalid (300 s).
         assert_eq!(
-            parse_answer(200, br#"{"activity_session_timeout_key": "abc"}"#),
+            parse_answer(200, br#"{"activity_session_timeout_key": "abc"}"#).map(|a| a.timeout),
             Ok(Some("abc".into()))
         );
     }
 
     #[test]
     fn the_notice_lead_when_the_addon_sends_it() {
+        let warn = |body: &[u8]| parse_answer(200, body).unwrap().warn_before;
+        assert_eq!(warn(br#"{"activity_session_timeout_key": "900"}"#), None);
         assert_eq!(
-            parse_warn_before(br#"{"activity_session_timeout_key": "900"}"#),
-            None
-        );
-        assert_eq!(
-            parse_warn_before(br#"{"activity_session_timeout_key": "900", "warn_before_s": "60"}"#),
+            warn(br#"{"activity_session_timeout_key": "900", "warn_before_s": "60"}"#),
             Some(Some("60".into()))
         );
         assert_eq!(
-            parse_warn_before(br#"{"activity_session_timeout_key": "900", "warn_before_s": null}"#),
+            warn(br#"{"activity_session_timeout_key": "900", "warn_before_s": null}"#),
             Some(None)
         );
     }

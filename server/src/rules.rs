@@ -97,9 +97,6 @@ impl Rule {
     /// Who the rule is for, in words (the report).
     pub fn applies_to(&self) -> String {
         match (&self.group, self.user) {
-            (Some(g), _) if self.uids.is_none() && g == "admin" => {
-                "group admin (the ERP's is_admin)".into()
-            }
             (Some(g), _) if self.uids.is_none() => format!("group {g} (the ERP's is_{g})"),
             (Some(g), _) => format!("group {g}"),
             (None, Some(uid)) => match &self.login {

@@ -67,6 +67,17 @@ impl Configured {
         }
     }
 
+    /// The settings as stored (by their keys).
+    pub fn from_stored(stored: &HashMap<String, String>) -> Configured {
+        let get = |key: &str| stored.get(key).cloned();
+        Configured {
+            timeout: get(TIMEOUT_KEY),
+            lifetime: get(LIFETIME_KEY),
+            warn_before: get(WARN_KEY),
+            rules: get(RULES_KEY),
+        }
+    }
+
     /// The value of a setting by its key.
     pub fn get(&self, key: &str) -> Option<&String> {
         match key {
@@ -166,12 +177,7 @@ impl LiveSettings {
     /// Takes the stored values (changed through another replica) and applies
     /// them; `true` when something changed.
     pub fn reload(&self, sessions: &Sessions, stored: &HashMap<String, String>) -> bool {
-        let fresh = Configured {
-            timeout: stored.get(TIMEOUT_KEY).cloned(),
-            lifetime: stored.get(LIFETIME_KEY).cloned(),
-            warn_before: stored.get(WARN_KEY).cloned(),
-            rules: stored.get(RULES_KEY).cloned(),
-        };
+        let fresh = Configured::from_stored(stored);
         {
             let mut c = self.configured.write().unwrap_or_else(|e| e.into_inner());
             if *c == fresh {

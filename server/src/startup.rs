@@ -65,12 +65,7 @@ pub async fn open_state(
     // Values given in the configuration win over stored ones and are stored,
     // so the admin API and the audit log show what is in force.
     let stored = store.read_settings()?;
-    let mut configured = Configured {
-        timeout: stored.get(TIMEOUT_KEY).cloned(),
-        lifetime: stored.get(LIFETIME_KEY).cloned(),
-        warn_before: stored.get(WARN_KEY).cloned(),
-        rules: stored.get(crate::rules::RULES_KEY).cloned(),
-    };
+    let mut configured = Configured::from_stored(&stored);
     if let Some(w) = settings.warn_before_s.map(|w| w.to_string()) {
         if configured.warn_before.as_deref() != Some(&w) {
             let detail = format!(

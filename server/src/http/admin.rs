@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use super::{read_json_body, resource, AppState};
 use crate::policy::{self, heartbeat_interval_ms, EndReason, SessionStatus};
-use crate::rules::Effective;
+use crate::rules::{Effective, Facts};
 use crate::sessions::{PrefixError, Sessions};
 use crate::settings::{LIFETIME_KEY, MAX_WARN_BEFORE_S, TIMEOUT_KEY, WARN_KEY};
 use crate::store::{Entry, SessionKey, StoreError};
@@ -131,12 +131,9 @@ fn setting_text(name: &str, v: &serde_json::Value) -> Result<String, ApiError> {
 /// A `by` beside the settings says who asked (the audit log names them).
 pub async fn change_settings(
     st: &AppState,
-    changes: &serde_json::Map<String, serde_json::Value>,
+    mut changes: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), ApiError> {
-    let whole = serde_json::Value::Object(changes.clone());
-    let by = asked_by(Some(&whole))?;
-    let mut changes = changes.clone();
-    changes.remove("by");
+    let by = asked_by(changes.remove("by").as_ref())?;
     if changes.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_setting",
@@ -215,14 +212,7 @@ pub async fn change_settings(
         ));
     }
     for (name, text) in validated {
-        let old = {
-            let c = st.settings.configured();
-            match name.as_str() {
-                TIMEOUT_KEY => c.timeout.clone(),
-                WARN_KEY => c.warn_before.clone(),
-                _ => c.lifetime.clone(),
-            }
-        };
+        let old = st.settings.configured().get(&name).cloned();
         let detail = format!(
             "{name}: {} -> {text} (by {by})",
             old.as_deref().unwrap_or("(unset)")
@@ -232,18 +222,11 @@ pub async fn change_settings(
             .set_setting(&name, &text, &detail)
             .await
             .map_err(ApiError::storage)?;
-        {
-            let mut c = st
-                .settings
-                .configured
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            match name.as_str() {
-                TIMEOUT_KEY => c.timeout = Some(text),
-                WARN_KEY => c.warn_before = Some(text),
-                _ => c.lifetime = Some(text),
-            }
-        }
+        st.settings
+            .configured
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(&name, text);
         log::info!("setting changed: {detail}");
     }
     st.settings.apply(&st.sessions);
@@ -263,7 +246,7 @@ async fn put_settings(
             format!("send a JSON object such as {{\"{TIMEOUT_KEY}\": 600}}"),
         ));
     };
-    change_settings(&st, &changes).await?;
+    change_settings(&st, changes).await?;
     Ok(HttpResponse::Ok().json(settings_body(&st)))
 }
 
@@ -344,8 +327,8 @@ fn session_rows(
                 "key_prefix": prefix,
                 "uid": (e.uid != 0).then_some(e.uid),
                 "class": e.class.as_str(),
-                "is_admin": e.roles & 1 != 0,
-                "is_system": e.roles & 2 != 0,
+                "is_admin": Facts::with_roles(e.uid, e.roles).is_admin,
+                "is_system": Facts::with_roles(e.uid, e.roles).is_system,
                 "state": state,
                 "created_ms": e.created.0,
                 "last_activity_ms": e.last_activity.0,
@@ -421,8 +404,8 @@ async fn end_user_sessions(
             ),
         )
     })?;
-    let body = read_json_body(&req, payload, false).await?;
-    let by = asked_by(body.as_ref())?;
+    let mut body = read_json_body(&req, payload, false).await?;
+    let by = take_asked_by(&mut body)?;
     let ended = st
         .sessions
         .end_user(uid, &by)
@@ -431,10 +414,10 @@ async fn end_user_sessions(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "uid": uid, "ended": ended, "asked_by": by })))
 }
 
-/// Who asked for a change, from the body's `by` (the CLI sends the OS
-/// user), for the audit log; `the admin API` when the body does not say.
-pub(super) fn asked_by(body: Option<&serde_json::Value>) -> Result<String, ApiError> {
-    match body.and_then(|b| b.get("by")) {
+/// Who asked for a change, from a body's `by` (the CLI sends the OS user),
+/// for the audit log; `the admin API` when the body does not say.
+fn asked_by(by: Option<&serde_json::Value>) -> Result<String, ApiError> {
+    match by {
         None => Ok("the admin API".to_string()),
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
             Ok(s.trim().chars().filter(|c| !c.is_control()).collect())
@@ -444,6 +427,15 @@ pub(super) fn asked_by(body: Option<&serde_json::Value>) -> Result<String, ApiEr
             "`by` must be a non-empty string of at most 200 characters (who asked)",
         )),
     }
+}
+
+/// `asked_by`, taking `by` out of the body: what remains is the request.
+pub(super) fn take_asked_by(body: &mut Option<serde_json::Value>) -> Result<String, ApiError> {
+    let by = body
+        .as_mut()
+        .and_then(serde_json::Value::as_object_mut)
+        .and_then(|m| m.remove("by"));
+    asked_by(by.as_ref())
 }
 
 #[derive(Deserialize)]

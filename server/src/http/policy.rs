@@ -11,7 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::admin::{asked_by, change_settings};
+use super::admin::{change_settings, take_asked_by};
 use super::error::ApiError;
 use super::{read_json_body, resource, AppState};
 use crate::rules::{self, Rule, RULES_KEY, STANDARDS};
@@ -123,9 +123,6 @@ struct RuleBody {
     exempt: bool,
     #[serde(default)]
     login: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)] // read by `asked_by`
-    by: Option<serde_json::Value>,
 }
 
 /// Replaces the rule of `rule.subject()` (or removes it, `rule` = `None`
@@ -199,8 +196,8 @@ async fn put_rule(
     let subject = path.into_inner();
     let mut rule = subject_rule(&subject)?;
     managed_by_erp(&st)?;
-    let body = read_json_body(&req, payload, true).await?;
-    let by = asked_by(body.as_ref())?;
+    let mut body = read_json_body(&req, payload, true).await?;
+    let by = take_asked_by(&mut body)?;
     let b: RuleBody = parse_body(body, r#"{"idle_s": 600, "absolute_s": 28800}"#)?;
     rule.idle_s = b.idle_s;
     rule.absolute_s = b.absolute_s;
@@ -222,8 +219,8 @@ async fn delete_rule(
     let subject = path.into_inner();
     subject_rule(&subject)?;
     managed_by_erp(&st)?;
-    let body = read_json_body(&req, payload, false).await?;
-    let by = asked_by(body.as_ref())?;
+    let mut body = read_json_body(&req, payload, false).await?;
+    let by = take_asked_by(&mut body)?;
     let old = store_rule(&st, &subject, None, &by).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "removed": old })))
 }
@@ -235,9 +232,6 @@ struct PresetBody {
     /// `default` (the global settings), `admin`, `system` or `user:UID`.
     #[serde(default)]
     subject: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)] // read by `asked_by`
-    by: Option<serde_json::Value>,
 }
 
 /// Sets the limits of a preset for the default or one subject in one step.
@@ -247,8 +241,8 @@ async fn preset(
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     st.admin.authorize(&req)?;
-    let body = read_json_body(&req, payload, true).await?;
-    let by = asked_by(body.as_ref())?;
+    let mut body = read_json_body(&req, payload, true).await?;
+    let by = take_asked_by(&mut body)?;
     let b: PresetBody = parse_body(body, r#"{"preset": "pci-dss-4", "subject": "admin"}"#)?;
     let p = rules::preset(&b.preset).map_err(|e| ApiError::bad_request("unknown_preset", e))?;
     let subject = b.subject.unwrap_or_else(|| "default".into());
@@ -257,7 +251,7 @@ async fn preset(
         changes.insert(TIMEOUT_KEY.into(), p.idle_s.into());
         changes.insert(LIFETIME_KEY.into(), p.absolute_s.unwrap_or(0).into());
         changes.insert("by".into(), format!("{by}, preset {}", p.id).into());
-        change_settings(&st, &changes).await?;
+        change_settings(&st, changes).await?;
     } else {
         let mut rule = subject_rule(&subject)?;
         managed_by_erp(&st)?;

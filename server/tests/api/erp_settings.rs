@@ -53,23 +53,10 @@ async fn erp_route(value: Arc<Mutex<serde_json::Value>>) -> String {
     format!("http://{addr}/session_timeout/settings")
 }
 
-async fn effective_when(app: &TestApp, want: u64) -> serde_json::Value {
-    for _ in 0..100 {
-        let s = app.admin("GET", "settings", None).await.body;
-        if s["activity_session_timeout_key"]["effective"] == want {
-            return s;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the sidecar never enforced {want} s");
-}
-
-#[actix_rt::test]
-async fn the_timeout_set_in_the_erp_is_enforced_and_the_admin_api_cannot_change_it() {
-    let value = Arc::new(Mutex::new(serde_json::json!("20")));
-    let url = erp_route(value.clone()).await;
+/// The sidecar reading the stand-in route every 100 ms.
+async fn reading_erp(value: Arc<Mutex<serde_json::Value>>) -> (TestApp, ErpSettings) {
     let erp = ErpSettings {
-        url: url.clone(),
+        url: erp_route(value).await,
         token: ERP_TOKEN.into(),
         interval: Duration::from_millis(100),
     };
@@ -80,6 +67,43 @@ async fn the_timeout_set_in_the_erp_is_enforced_and_the_admin_api_cannot_change_
     })
     .await;
     spawn_poller(app.state.clone(), erp.clone(), Duration::from_secs(1));
+    (app, erp)
+}
+
+/// Reads an admin route until `ok` holds (5 s at most); its last answer.
+async fn admin_until(
+    app: &TestApp,
+    route: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut body = serde_json::Value::Null;
+    for _ in 0..100 {
+        body = app.admin("GET", route, None).await.body;
+        if ok(&body) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    body
+}
+
+async fn effective_when(app: &TestApp, want: u64) -> serde_json::Value {
+    let s = admin_until(app, "settings", |s| {
+        s["activity_session_timeout_key"]["effective"] == want
+    })
+    .await;
+    assert_eq!(
+        s["activity_session_timeout_key"]["effective"], want,
+        "the sidecar never enforced {want} s"
+    );
+    s
+}
+
+#[actix_rt::test]
+async fn the_timeout_set_in_the_erp_is_enforced_and_the_admin_api_cannot_change_it() {
+    let value = Arc::new(Mutex::new(serde_json::json!("20")));
+    let (app, erp) = reading_erp(value.clone()).await;
+    let url = erp.url.clone();
 
     let s = effective_when(&app, 20).await;
     assert_eq!(s["activity_session_timeout_key"]["source"], "erp");
@@ -161,14 +185,9 @@ async fn the_timeout_set_in_the_erp_is_enforced_and_the_admin_api_cannot_change_
     )
     .await;
     spawn_poller(app.state.clone(), dead, Duration::from_millis(300));
-    let mut last_error = serde_json::Value::Null;
-    for _ in 0..100 {
-        last_error = app.admin("GET", "settings", None).await.body["erp"]["last_error"].clone();
-        if !last_error.is_null() {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    let last_error = admin_until(&app, "settings", |s| !s["erp"]["last_error"].is_null()).await
+        ["erp"]["last_error"]
+        .clone();
     assert!(
         last_error
             .as_str()
@@ -200,14 +219,7 @@ async fn a_wrong_token_is_reported_and_changes_nothing() {
     })
     .await;
     spawn_poller(app.state.clone(), erp, Duration::from_secs(1));
-    let mut s = serde_json::Value::Null;
-    for _ in 0..100 {
-        s = app.admin("GET", "settings", None).await.body;
-        if !s["erp"]["last_error"].is_null() {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    let s = admin_until(&app, "settings", |s| !s["erp"]["last_error"].is_null()).await;
     let e = s["erp"]["last_error"].as_str().unwrap_or("");
     assert!(
         e.contains("refused the token") && e.contains("session_timeout_token"),
@@ -221,18 +233,7 @@ async fn the_notice_lead_set_in_the_erp_is_read_with_the_timeout_and_owned_by_it
     let value = Arc::new(Mutex::new(serde_json::json!(
         {"activity_session_timeout_key": "20", "warn_before_s": null}
     )));
-    let erp = ErpSettings {
-        url: erp_route(value.clone()).await,
-        token: ERP_TOKEN.into(),
-        interval: Duration::from_millis(100),
-    };
-    let app = spawn_with(Options {
-        timeout: None,
-        erp_settings: Some(erp.clone()),
-        ..Options::default()
-    })
-    .await;
-    spawn_poller(app.state.clone(), erp, Duration::from_secs(1));
+    let (app, _) = reading_erp(value.clone()).await;
     effective_when(&app, 20).await;
     // Odoo saves the form: a timeout of 0 (stored as 300) and a notice of 0.
     *value.lock().unwrap() =
@@ -241,12 +242,7 @@ async fn the_notice_lead_set_in_the_erp_is_read_with_the_timeout_and_owned_by_it
     assert_eq!(s["warn_before_s"]["effective"], 0);
     *value.lock().unwrap() =
         serde_json::json!({"activity_session_timeout_key": "300", "warn_before_s": "45"});
-    for _ in 0..100 {
-        if app.admin("GET", "settings", None).await.body["warn_before_s"]["effective"] == 45 {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    admin_until(&app, "settings", |s| s["warn_before_s"]["effective"] == 45).await;
     let r = app
         .request("GET", &app.api("config"), None, &[], None)
         .await;
@@ -258,17 +254,6 @@ async fn the_notice_lead_set_in_the_erp_is_read_with_the_timeout_and_owned_by_it
         (put.status, put.body["error"].as_str()),
         (409, Some("managed_by_erp"))
     );
-}
-
-async fn rules_when(app: &TestApp, want: usize) -> serde_json::Value {
-    for _ in 0..100 {
-        let p = app.admin("GET", "policy", None).await.body;
-        if p["rules"].as_array().map(Vec::len) == Some(want) {
-            return p;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the sidecar never took {want} rules from the ERP");
 }
 
 #[actix_rt::test]
@@ -284,19 +269,7 @@ async fn rules_and_requests_to_end_sessions_come_from_the_erp() {
         serde_json::json!([]),
         serde_json::json!([]),
     )));
-    let url = erp_route(value.clone()).await;
-    let erp = ErpSettings {
-        url,
-        token: ERP_TOKEN.into(),
-        interval: Duration::from_millis(100),
-    };
-    let app = spawn_with(Options {
-        timeout: None,
-        erp_settings: Some(erp.clone()),
-        ..Default::default()
-    })
-    .await;
-    spawn_poller(app.state.clone(), erp, Duration::from_secs(1));
+    let (app, _) = reading_erp(value.clone()).await;
     effective_when(&app, 60).await;
     let a = app.login("admin").await;
     app.check(&a).await;
@@ -309,7 +282,11 @@ async fn rules_and_requests_to_end_sessions_come_from_the_erp() {
                              "uids": [uid, 99], "idle_s": 30, "absolute_s": null}]),
         serde_json::json!([]),
     );
-    let p = rules_when(&app, 1).await;
+    let p = admin_until(&app, "policy", |p| {
+        p["rules"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+    assert_eq!(p["rules"][0]["uids"], serde_json::json!([uid, 99]), "{p}");
     assert_eq!(p["source"], "erp");
     // This addon sends the absolute lifetime too: the ERP owns it.
     let r = app
@@ -349,14 +326,11 @@ async fn rules_and_requests_to_end_sessions_come_from_the_erp() {
         serde_json::json!([{"group": "Sales", "uids": [2], "idle_s": 0}]),
         serde_json::json!([]),
     );
-    let mut said = String::new();
-    for _ in 0..100 {
-        said = app.admin("GET", "settings", None).await.body["erp"]["last_error"].to_string();
-        if said.contains("idle_s 0") {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    let said = admin_until(&app, "settings", |s| {
+        s["erp"]["last_error"].to_string().contains("idle_s 0")
+    })
+    .await["erp"]["last_error"]
+        .to_string();
     assert!(said.contains("the rules in force stay"), "{said}");
     assert_eq!(app.check(&a).await.body["timeout_s"], 30);
     // The button on the user's form: every session begun before it ends, later ones stay.

@@ -475,6 +475,16 @@ async fn any_replica_lists_and_revokes_a_session_only_another_one_met() {
 /// Every session of one user, ended through one replica: both of that
 /// user's browsers are refused by every replica within a second, also on a
 /// replica that had not met one of them; other users are untouched.
+/// Two replicas that ask the stand-in ERP who owns a session.
+fn two_asking(pg: &Pg, erp: &Erp) -> (Replica, Replica) {
+    let info = erp.session_info_url();
+    let o = || ReplicaOptions {
+        session_info_url: Some(&info),
+        ..Default::default()
+    };
+    (Replica::start(pg, o()), Replica::start(pg, o()))
+}
+
 #[actix_rt::test]
 async fn ending_every_session_of_a_user_through_one_replica_reaches_every_replica() {
     if !postgres_installed() {
@@ -482,12 +492,7 @@ async fn ending_every_session_of_a_user_through_one_replica_reaches_every_replic
     }
     let pg = Pg::start();
     let erp = Erp::start(pg.dir.path());
-    let info = erp.session_info_url();
-    let o = || ReplicaOptions {
-        session_info_url: Some(&info),
-        ..Default::default()
-    };
-    let (a, b) = (Replica::start(&pg, o()), Replica::start(&pg, o()));
+    let (a, b) = two_asking(&pg, &erp);
     let c = client();
     let (first, second, other) = (
         erp.login(&c, "admin").await,
@@ -554,12 +559,7 @@ async fn a_rule_set_through_one_replica_times_the_users_sessions_on_every_other_
     }
     let pg = Pg::start();
     let erp = Erp::start(pg.dir.path());
-    let info = erp.session_info_url();
-    let o = || ReplicaOptions {
-        session_info_url: Some(&info),
-        ..Default::default()
-    };
-    let (a, b) = (Replica::start(&pg, o()), Replica::start(&pg, o()));
+    let (a, b) = two_asking(&pg, &erp);
     let c = client();
     // The ERP's administrator (is_admin): met by A only.
     let admin = erp.login(&c, "admin").await;
